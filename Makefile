@@ -1,0 +1,30 @@
+# make demo: set up .venv and build chimera. make test: set up .venv and run the tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch 2.13.0 first: a bare `torch` requirement would pull a CUDA build of several GB.
+$(STAMP): pyproject.toml $(PLUGINS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]" $(patsubst %/pyproject.toml,./%,$(PLUGINS))
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/zoo build chimera
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info zoo.egg-info

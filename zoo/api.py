@@ -1,0 +1,115 @@
+"""The public entry points behind `zoo.build`, `zoo.names`, `zoo.spec` and `zoo.register`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, overload
+
+import torch
+from torch import nn
+
+from zoo import builder, lazy, plugins
+from zoo.builder import RegistryArg
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def build(
+    name: str,
+    *,
+    registry: RegistryArg = None,
+    input_shape: Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build the block or declared entry `name`, ready to use.
+
+    Args:
+        name: a declared entry (`"chimera"`), a Python block (`"Linear"`), or `"DIST:name"`.
+        registry: extra registry file(s) to declare names from, on top of the installed ones.
+        input_shape: materialise lazy layers for this input shape (default: the entry's `input`).
+        device, dtype: where and in what precision the parameters live.
+        **overrides: values for the entry's `args`, or keyword arguments of a Python block.
+
+    Returns:
+        The module; lazy layers stay uninitialised when no input shape is known.
+
+    Raises:
+        UnknownNameError, ArgumentError, SpecError, CycleError: before anything is constructed.
+
+    Example:
+        >>> zoo.build("mlp", hidden=512)
+        >>> zoo.build("Linear", in_features=3, out_features=4)
+    """
+    model = builder.build(name, registry=registry, **overrides)
+    shape = input_shape if input_shape is not None else model.zoo_info.input_shape
+    if shape is not None and lazy.is_lazy(model):
+        lazy.materialize(model, input_shape=shape)
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    return model
+
+
+def names(pattern: str | None = None, *, registry: RegistryArg = None) -> list[str]:
+    """Every buildable name, sorted; `pattern` is a case-insensitive glob such as `"*mlp*"`."""
+    return builder.registry_for(registry).names(pattern)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What `zoo show` prints: a name's resolved declaration and where it came from."""
+
+    name: str
+    kind: str  # "entry" or "block"
+    origin: str  # "zoo 0.1.0", "zoo-convnets 0.1.0", "user"
+    source: str  # file:line for entries, module.Class for Python blocks
+    doc: str
+    params: Mapping[str, Any]  # overridable arguments and their defaults
+    input_shape: tuple[int, ...] | None
+    declaration: dict[str, Any]  # entries inlined, arguments substituted
+
+
+def spec(name: str, *, registry: RegistryArg = None, **overrides: Any) -> Spec:
+    """Describe `name` without building it."""
+    reg = builder.registry_for(registry)
+    provider = reg.resolve(name)
+    entry = provider.entry
+    doc = entry.doc if entry else (provider.factory.__doc__ or "").strip().split("\n")[0]  # type: ignore[union-attr]
+    return Spec(
+        name=name,
+        kind="entry" if entry else "block",
+        origin=str(provider.origin),
+        source=provider.where,
+        doc=doc,
+        params=dict(entry.params) if entry else {},
+        input_shape=entry.input_shape if entry else None,
+        declaration=builder.Declarer(reg).provider(provider, overrides),
+    )
+
+
+@overload
+def register(name: F) -> F: ...
+@overload
+def register(name: str | None = None) -> Callable[[F], F]: ...
+
+
+def register(name: Any = None) -> Any:
+    """Register a Python block in this process (for notebooks and tests).
+
+    Example:
+        >>> @zoo.register
+        ... class Scale(nn.Module): ...
+        >>> @zoo.register("my_scale")
+        ... def make_scale(factor: float = 2.0) -> nn.Module: ...
+    """
+    if callable(name):
+        plugins.register_local(name.__name__, name)
+        return name
+
+    def decorate(factory: F) -> F:
+        plugins.register_local(name or factory.__name__, factory)
+        return factory
+
+    return decorate

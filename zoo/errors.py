@@ -1,0 +1,91 @@
+"""zoo's error hierarchy: every user-facing failure is a ZooError.
+
+Each message says what was asked, where zoo looked (file:line or an entry path such as
+`chimera -> layers[2]`), what exists, the nearest name, and what to do next. Each class also
+subclasses the natural builtin, so `except KeyError` keeps working for callers that expect it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """Base class of every error zoo raises on bad input."""
+
+
+class RegistryFileError(ZooError, ValueError):
+    """A registry file cannot be read or is not valid TOML."""
+
+
+class SpecError(ZooError, ValueError):
+    """A declaration is malformed: a reserved key with the wrong shape, a bad reference."""
+
+
+class UnknownNameError(ZooError, KeyError):
+    """A block, entry, argument, plugin or init function that does not exist."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class AmbiguousNameError(ZooError, LookupError):
+    """Two distributions provide the same name."""
+
+
+class DuplicateNameError(ZooError, ValueError):
+    """A name is declared twice without `replace = true`."""
+
+
+class ArgumentError(ZooError, TypeError):
+    """An argument is unknown, missing, or of the wrong type for its block."""
+
+
+class CycleError(ZooError, ValueError):
+    """Declarations refer to each other in a loop."""
+
+
+class BuildError(ZooError, RuntimeError):
+    """A block's constructor raised although its arguments checked out."""
+
+
+class NotMaterializedError(ZooError, RuntimeError):
+    """An operation needs concrete parameters but the model still has lazy ones."""
+
+
+class WeightsError(ZooError, ValueError):
+    """A weights file is missing, corrupt, unsafe, or does not fit the model."""
+
+
+class DeviceError(ZooError, ValueError):
+    """A device that is not there, or a model that does not fit the memory given."""
+
+
+class HubError(ZooError, RuntimeError):
+    """A Hub repository or file cannot be fetched or pushed."""
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to `name`, or None when nothing is close."""
+    pool = list(candidates)
+    matches = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if not matches:  # case slips ("linear" for "Linear") score low on raw similarity
+        lowered = {c.lower(): c for c in pool}
+        matches = [lowered[m] for m in difflib.get_close_matches(name.lower(), lowered, n=1, cutoff=0.6)]
+    return matches[0] if matches else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """' Did you mean 'x'?' or an empty string, to append to a message."""
+    match = nearest(name, candidates)
+    return f" Did you mean '{match}'?" if match else ""
+
+
+def listing(names: Iterable[str], limit: int = 12) -> str:
+    """A short, sorted, comma-separated list of names, cut after `limit`."""
+    shown = sorted(set(names))
+    text = ", ".join(shown[:limit])
+    if len(shown) > limit:
+        text += f", … ({len(shown) - limit} more)"
+    return text or "(none)"

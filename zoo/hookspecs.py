@@ -1,0 +1,35 @@
+"""The plugin contract: pluggy project `zoo`, entry-point group `zoo`, three hooks.
+
+A plugin is a module listed under `[project.entry-points.zoo]` whose functions are marked
+with `@zoo.hookimpl`. Each hook receives a `register` callback; zoo's own blocks arrive
+through the same hooks (zoo.builtin).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+PROJECT = "zoo"
+ENTRY_POINT_GROUP = "zoo"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def zoo_blocks(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Call `register(name, factory)` for each nn.Module class or factory the plugin provides."""
+
+
+@hookspec
+def zoo_registries(register: Callable[[str | Path], None]) -> None:
+    """Call `register(path)` for each TOML file of declarations the plugin ships."""
+
+
+@hookspec
+def zoo_initializers(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Call `register(name, fn)` for each init function `fn(tensor, **kwargs)` (used by `init` rules)."""
