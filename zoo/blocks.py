@@ -71,10 +71,12 @@ class MyLinear(nn.Module):
         super().__init__()
         self.in_units = in_units
         self.units = units
-        self.weight = nn.Parameter(torch.randn(in_units, units))
-        self.bias = nn.Parameter(torch.randn(units))
+        self.weight = nn.Parameter(torch.empty(in_units, units))
+        self.bias = nn.Parameter(torch.empty(units))
+        self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        # Standard normal, drawn weight then bias: the same numbers as the seed's torch.randn.
         with torch.no_grad():
             self.weight.normal_()
             self.bias.normal_()

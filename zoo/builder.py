@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from zoo import initrules, plugins
-from zoo.check import check_provider, split_overrides
+from zoo.check import check_provider, children_style, split_overrides
 from zoo.errors import BuildError
 from zoo.registry import Provider, Registry
 from zoo.spec import ArgRef, Entry, Node, SharedRef
@@ -83,9 +83,12 @@ class _Constructor:
             module = self.provider(provider, kwargs, node.path)
         else:
             children = [self.child(child, params, scopes) for child in node.layers or ()]
-            args: tuple[Any, ...] = tuple(children)
+            args: tuple[Any, ...] = ()
             if node.layer_names is not None:
                 args = (OrderedDict(zip(node.layer_names, children, strict=True)),)
+            elif node.layers is not None:
+                varargs = children_style(provider.factory) == "varargs"  # type: ignore[arg-type]
+                args = tuple(children) if varargs else (children,)
             module = self.call(provider, args, kwargs, f"{node.loc}: {node.path}")
         rules = []
         for rule in node.init:

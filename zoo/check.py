@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.errors import ArgumentError, CycleError, SpecError, ZooError, did_you_mean, listing
+from zoo.errors import ArgumentError, CycleError, SpecError, ZooError, did_you_mean, listing, nearest
 from zoo.registry import Provider, Registry
 from zoo.spec import ArgRef, Entry, InitRule, Node, SharedRef
 
@@ -173,13 +173,16 @@ def _check_call(
     takes_varkw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     named = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    filled_by_layers = set() if takes_varargs else {p.name for p in positional[: 1 if node and node.layer_names else n_layers]}
-    if n_layers and not takes_varargs and not positional:
+    style = children_style(provider.factory)
+    filled_by_layers = {positional[0].name} if n_layers and style == "one" else set()
+    if n_layers and style is None:
         ctx.errors.append(ArgumentError(f"{at}: {where}: {type_name} takes no child blocks, but `layers` gives {n_layers}."))
     hints = _type_hints(provider.factory)
+    misspelt = set()  # a missing name that an unknown key misspells is one mistake, reported once
     for key, value in kwargs.items():
         key_at = key_locs.get(key, at)
         if key not in named and not takes_varkw:
+            misspelt.add(nearest(key, named))
             ctx.errors.append(
                 ArgumentError(
                     f"{key_at}: {where}: {type_name} has no argument '{key}'.{did_you_mean(key, named)} "
@@ -196,7 +199,7 @@ def _check_call(
                 )
             )
     for name, param in named.items():
-        if param.default is param.empty and name not in kwargs and name not in filled_by_layers:
+        if param.default is param.empty and name not in kwargs and name not in filled_by_layers | misspelt:
             ctx.errors.append(
                 ArgumentError(f"{at}: {where}: {type_name} is missing required argument '{name}'.")
             )
@@ -223,6 +226,22 @@ def _check_init(ctx: _Context, rule: InitRule) -> None:
                     f"{did_you_mean(key, names)} It takes: {listing(names)}."
                 )
             )
+
+
+def children_style(factory: Callable[..., Any]) -> str | None:
+    """How `layers` reach a factory: "varargs" (Sequential(*blocks)), "one" (ModuleList([blocks])), or None."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return "varargs"
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return "varargs"
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not positional:
+        return None
+    hint = _type_hints(factory).get(positional[0].name)
+    scalar = hint is not None and all(_matches(v, hint) is not True for v in ([], {}))
+    return None if scalar else "one"  # a first argument typed bool/int/str cannot take blocks
 
 
 # --- argument types ------------------------------------------------------------------------

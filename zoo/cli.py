@@ -89,15 +89,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     if shape is None:
         print(zoo.summary(model))
         raise ZooError(f"'{args.name}' declares no example `input`; pass one, e.g. --input-shape 2,20")
-    print(zoo.summary(model, input_shape=shape))
     torch.manual_seed(args.seed)
     X = torch.rand(shape)
     model.eval()
-    try:
+    try:  # a wrong input shape fails inside torch: that is the user's input, not a zoo bug
+        table = zoo.summary(model, input_shape=shape)
         with torch.no_grad():
             Y = model(X)
     except (RuntimeError, ValueError, TypeError) as err:
         raise ZooError(f"forward of '{args.name}' on an input of shape {tuple(shape)} failed: {err}") from err
+    print(table)
     print(f"input:  {tuple(X.shape)}")
     print(f"output: {tuple(Y.shape)}")
     print(Y)

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Union
 
-from zoo.errors import RegistryFileError, SpecError, did_you_mean
+from zoo.errors import RegistryFileError, SpecError, nearest
 
 ENTRY_KEYS = ("type", "doc", "input", "args", "layers", "shared", "init", "replace")
 NODE_KEYS = ("type", "layers", "shared", "init")  # reserved keys allowed on a nested block
@@ -200,7 +200,8 @@ class _Parser:
         type_ = body.get("type", "Sequential" if layers is not None else None)
         if not isinstance(type_, str) or not type_:
             found = "no `type`" if type_ is None else f"type = {type_!r}"
-            hint = did_you_mean("type", [k for k in body if isinstance(k, str)])
+            typo = nearest("type", [k for k in body if k not in ENTRY_KEYS])
+            hint = f" Is '{typo}' a misspelt `type`?" if typo else ""
             raise self.fail(keys, path, f"{found}: say what to build, e.g. type = \"Linear\".{hint}")
         shared_body = body.get("shared", {})
         if not isinstance(shared_body, dict):

@@ -1,0 +1,31 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo.registry import Registry
+
+
+@pytest.fixture
+def write_toml(tmp_path: Path) -> Callable[..., Path]:
+    """Write registry TOML to a fresh file and return its path."""
+    counter = iter(range(1000))
+
+    def write(text: str, name: str | None = None) -> Path:
+        path = tmp_path / (name or f"registry{next(counter)}.toml")
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def builtin_only() -> Iterator[Registry]:
+    """A fresh registry with zoo's built-ins alone; in-process registrations vanish afterwards."""
+    with zoo.isolated_registry() as registry:
+        yield registry

@@ -1,0 +1,107 @@
+"""The `zoo` command: output on success, one clear message and exit 2 on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from zoo import cli
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exit_:  # argparse's --help and usage errors
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_build_chimera_prints_summary_and_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "build", "chimera")
+    assert code == 0, err
+    assert "FixedHiddenMLP" in out and "Total params: 4,712" in out
+    assert "input:  (2, 20)" in out and "output: ()" in out
+
+
+def test_build_with_overrides_and_input_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "build", "mlp", "--set", "hidden=32", "--input-shape", "3,20")
+    assert code == 0
+    assert "(3, 32)" in out and "output: (3, 10)" in out
+
+
+def test_misspelt_name_exits_2_with_a_suggestion_and_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "build", "chimra")
+    assert code == 2 and out == ""
+    assert "Did you mean 'chimera'?" in err and "Traceback" not in err
+    assert len(err.splitlines()) <= 3
+
+
+def test_check_refuses_a_misspelt_argument(capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]) -> None:
+    path = write_toml('[tiny]\ntype = "Linear"\nin_features = 3\nout_feature = 4\n')
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2
+    assert f"{path}:4" in err and "Did you mean 'out_features'?" in err and "1 problem(s) in 1 entries" in err
+
+
+def test_check_everything_installed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "check")
+    assert code == 0, err
+    assert out.startswith("ok: ") and "no problems" in out
+
+
+def test_check_a_file_that_is_not_toml(capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]) -> None:
+    path = write_toml("[oops\n")
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}: invalid TOML" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["build", "mlp", "--set", "hidden"], "'hidden' is not KEY=VALUE"),
+        (["build", "mlp", "--input-shape", "two,20"], "'two,20' is not a shape"),
+        (["build", "mlp", "--input-shape", "2,30"], "forward of 'mlp' on an input of shape (2, 30) failed"),
+        (["build", "lazy_mlp"], "'lazy_mlp' declares no example `input`; pass one, e.g. --input-shape 2,20"),
+        (["build", "mlp", "--set", "hiden=3"], "Did you mean 'hidden'?"),
+        (["show", "nest_mpl"], "Did you mean 'nest_mlp'?"),
+        (["build", "mlp", "--registry", "/nonexistent.toml"], "registry file not found: /nonexistent.toml"),
+        (["bulid", "mlp"], "invalid choice: 'bulid'"),
+    ],
+)
+def test_bad_input_exits_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    line = next(l for l in out.splitlines() if l.startswith("chimera "))
+    assert "entry" in line and "mix-and-match" in line
+    assert not any(l.startswith("Linear ") for l in out.splitlines())  # blocks only with --all or a pattern
+    _, out, _ = run(capsys, "list", "lin*")
+    assert "Linear" in out and "LazyLinear" not in out
+    _, out, _ = run(capsys, "list", "--all")
+    assert "LazyLinear" in out
+    _, out, _ = run(capsys, "list", "nothing_like_it*")
+    assert "no names match" in out
+    code, out, _ = run(capsys, "show", "mlp", "--set", "hidden=8")
+    assert code == 0 and "registry.toml:4" in out and "[mlp]" in out and "out_features = 8" in out
+
+
+@pytest.mark.parametrize("command", ["list", "show", "build", "check", "plugins"])
+def test_help_everywhere(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0 and "usage: zoo" in out
+
+
+def test_the_installed_script_runs_in_a_fresh_process() -> None:
+    script = Path(sys.executable).with_name("zoo")
+    done = subprocess.run([str(script), "build", "chimra"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Did you mean 'chimera'?" in done.stderr and "Traceback" not in done.stderr
