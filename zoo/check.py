@@ -6,6 +6,7 @@ constructs anything.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
@@ -164,9 +165,8 @@ def _check_call(
 ) -> None:
     assert provider.factory is not None
     at = node.loc if node is not None else provider.where
-    try:
-        sig = inspect.signature(provider.factory)
-    except (TypeError, ValueError):
+    sig = _signature(provider.factory)
+    if sig is None:
         return  # builtins without a signature: nothing to check against
     params = sig.parameters
     takes_varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
@@ -228,12 +228,21 @@ def _check_init(ctx: _Context, rule: InitRule) -> None:
             )
 
 
+@functools.cache  # signatures never change, and inspect is most of a build's own cost
+def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(factory)
+    except (TypeError, ValueError):
+        return None
+
+
+@functools.cache
 def children_style(factory: Callable[..., Any]) -> str | None:
     """How `layers` reach a factory: "varargs" (Sequential(*blocks)), "one" (ModuleList([blocks])), or None."""
-    try:
-        params = list(inspect.signature(factory).parameters.values())
-    except (TypeError, ValueError):
+    sig = _signature(factory)
+    if sig is None:
         return "varargs"
+    params = list(sig.parameters.values())
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return "varargs"
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -247,6 +256,7 @@ def children_style(factory: Callable[..., Any]) -> str | None:
 # --- argument types ------------------------------------------------------------------------
 
 
+@functools.cache
 def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
     target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
     try:
