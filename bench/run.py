@@ -1,0 +1,132 @@
+"""make bench: run every benchmark script, print one report, write BENCHMARKS.md and the load plot.
+
+Each bench_*.py is a plain script a reader can run alone; here each runs in its own process
+(so one's memory does not colour the next) with --json, and the results are gathered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import machine, table  # noqa: E402
+
+# In reading order; a script missing from the tree is skipped with a note.
+SCRIPTS = [
+    ("forward", "bench_forward.py"),
+    ("build", "bench_build.py"),
+    ("startup", "bench_startup.py"),
+    ("load", "bench_load.py"),
+    ("materialise", "bench_materialize.py"),
+    ("hub", "bench_hub.py"),
+    ("gpu", "bench_gpu.py"),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="pass --quick to every script (smoke run)")
+    parser.add_argument("--only", nargs="*", help="section names to run")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    results: dict[str, dict] = {}
+    notes: dict[str, str] = {}
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for section, script in SCRIPTS:
+            if args.only and section not in args.only:
+                continue
+            path = ROOT / "bench" / script
+            if not path.exists():
+                notes[section] = f"{script} not present"
+                continue
+            out = Path(tmp) / f"{section}.json"
+            command = [sys.executable, str(path), "--json", str(out)] + (["--quick"] if args.quick else [])
+            print(f"== {section}: {' '.join(command[1:2])}", flush=True)
+            t0 = time.time()
+            done = subprocess.run(command, cwd=ROOT, text=True, capture_output=True)
+            print(done.stdout, end="")
+            if done.returncode != 0:
+                notes[section] = f"failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
+                print(done.stderr, file=sys.stderr)
+                continue
+            if out.exists():
+                results[section] = json.loads(out.read_text())
+                results[section]["seconds"] = round(time.time() - t0, 1)
+            else:
+                notes[section] = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    args.out.write_text(_markdown(results, notes, time.time() - started, quick=args.quick))
+    plot = _plot(results.get("load"), args.out.with_name("bench_load.png"))
+    print(f"\nwrote {args.out}" + (f" and {plot}" if plot else ""))
+    return 1 if any(n.startswith("failed") for n in notes.values()) else 0
+
+
+def _markdown(results: dict[str, dict], notes: dict[str, str], seconds: float, quick: bool) -> str:
+    info = machine()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.date.today().isoformat()} by `make bench`{' (--quick)' if quick else ''} "
+        f"in {seconds / 60:.1f} min on: {info['cores']} cores ({info['cpu']}), torch {info['torch']} "
+        f"({info['threads']} threads), Python {info['python']}, no GPU unless the gpu section says so.",
+        "Every figure is the median of several interleaved repeats in one run; ratios compare cases of the same run.",
+        "",
+    ]
+    for section, _ in SCRIPTS:
+        if section in results:
+            data = results[section]
+            lines += [f"## {section}: {data['title']}", "", table(data["rows"]), ""]
+            for note in data.get("notes", []):
+                lines.append(f"- {note}")
+            lines.append("")
+        elif section in notes:
+            lines += [f"## {section}", "", f"- {notes[section]}", ""]
+    if (Path(__file__).parent.parent / "bench_load.png").exists() or "load" in results:
+        lines += ["![load time against model size](bench_load.png)", ""]
+    return "\n".join(lines)
+
+
+def _plot(load: dict | None, path: Path) -> Path | None:
+    """Load time against model size, one line per method (needs bench_load's rows)."""
+    if not load:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install '.[bench]')")
+        return None
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in load["rows"]:
+        size, method, seconds = row.get("size_gb"), row.get("method"), row.get("seconds")
+        if isinstance(size, (int, float)) and isinstance(seconds, (int, float)) and method:
+            series.setdefault(str(method), []).append((float(size), float(seconds)))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, points in sorted(series.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+    ax.set_xlabel("model size (GB)")
+    ax.set_ylabel("load time (s, median)")
+    ax.set_title("Loading a model: zoo.load vs the eager path vs the memory-copy floor")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
