@@ -31,10 +31,19 @@ def main() -> None:
             inner=3 if args.quick else 10,
         )
         rows.append(
-            {"model": name, "zoo_ms": t["zoo"] * 1e3, "hand_ms": t["hand-written"] * 1e3,
-             "ratio": t["zoo"] / t["hand-written"], "zoo_overhead_ms": (t["zoo"] - t["hand-written"]) * 1e3}
+            {
+                "model": name,
+                "zoo_ms": t["zoo"] * 1e3,
+                "hand_ms": t["hand-written"] * 1e3,
+                "ratio": t["zoo"] / t["hand-written"],
+                "zoo_overhead_ms": (t["zoo"] - t["hand-written"]) * 1e3,
+            }
         )
-    report("build: zoo.build(name) vs hand-written constructor (tied_mlp: zoo materialises, the twin stays lazy)", rows, args.json)
+    report(
+        "build: zoo.build(name) vs hand-written constructor (tied_mlp: zoo materialises, the twin stays lazy)",
+        rows,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

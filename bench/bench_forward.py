@@ -62,8 +62,13 @@ def main() -> None:
 
             t = interleaved({"zoo": run_zoo, "hand-written": run_twin}, repeats=repeats, inner=inner)
         rows.append(
-            {"model": name, "input": "x".join(map(str, shape)), "zoo_ms": t["zoo"] * 1e3,
-             "hand_ms": t["hand-written"] * 1e3, "ratio": t["zoo"] / t["hand-written"]}
+            {
+                "model": name,
+                "input": "x".join(map(str, shape)),
+                "zoo_ms": t["zoo"] * 1e3,
+                "hand_ms": t["hand-written"] * 1e3,
+                "ratio": t["zoo"] / t["hand-written"],
+            }
         )
     report("forward: zoo-built vs hand-written, same weights (goal ratio <= 1.02)", rows, args.json)
 

@@ -79,9 +79,7 @@ def chimera() -> nn.Module:
 
 def tied_mlp() -> nn.Module:
     shared = nn.Linear(8, 8)
-    return nn.Sequential(
-        nn.LazyLinear(8), nn.ReLU(), shared, nn.ReLU(), shared, nn.ReLU(), nn.LazyLinear(1)
-    )
+    return nn.Sequential(nn.LazyLinear(8), nn.ReLU(), shared, nn.ReLU(), shared, nn.ReLU(), nn.LazyLinear(1))
 
 
 TWINS = {

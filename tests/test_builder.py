@@ -53,7 +53,9 @@ def test_shared_block_is_one_object_in_nested_scopes(write_toml: Callable[..., P
     assert zoo.summary(model).total_params == 4 * 4 + 4
 
 
-def test_a_table_with_type_in_argument_position_is_a_child_block(builtin_only: Registry, write_toml: Callable[..., Path]) -> None:
+def test_a_table_with_type_in_argument_position_is_a_child_block(
+    builtin_only: Registry, write_toml: Callable[..., Path]
+) -> None:
     @zoo.register
     class Residual(nn.Module):
         def __init__(self, body: nn.Module) -> None:
@@ -72,7 +74,8 @@ def test_a_table_with_type_in_argument_position_is_a_child_block(builtin_only: R
 def test_init_rules_apply_in_order(write_toml: Callable[..., Path]) -> None:
     path = write_toml(
         '[m]\ntype = "mlp_sequential"\n'
-        'init = { "*.weight" = { fn = "constant", val = 1 }, "2.weight" = { fn = "constant", val = 42 }, "*.bias" = "zeros" }\n'
+        'init = { "*.weight" = { fn = "constant", val = 1 }, "2.weight" = { fn = "constant", val = 42 },'
+        ' "*.bias" = "zeros" }\n'
     )
     model = zoo.build("m", registry=path)
     assert (model[0].weight == 1).all() and (model[2].weight == 42).all()
@@ -93,7 +96,10 @@ def test_my_init_zeroes_small_weights() -> None:
 
 
 def test_init_rules_on_lazy_layers_run_once_shapes_are_known(write_toml: Callable[..., Path]) -> None:
-    path = write_toml('[l]\nlayers = [{ type = "LazyLinear", out_features = 3 }]\ninit = { "*.weight" = { fn = "constant", val = 7 } }\n')
+    path = write_toml(
+        '[l]\nlayers = [{ type = "LazyLinear", out_features = 3 }]\n'
+        'init = { "*.weight" = { fn = "constant", val = 7 } }\n'
+    )
     by_zoo = zoo.build("l", registry=path, input_shape=(2, 5))
     assert (by_zoo[0].weight == 7).all() and by_zoo[0].weight.shape == (3, 5)
     by_torch = zoo.build("l", registry=path)  # lazy: torch's own first forward materialises it
@@ -130,13 +136,17 @@ def test_registrations_do_not_leak_out_of_an_isolated_registry() -> None:
     assert "Leaky" not in zoo.names()
 
 
-def test_a_factory_that_raises_is_a_build_error_naming_the_place(builtin_only: Registry, write_toml: Callable[..., Path]) -> None:
+def test_a_factory_that_raises_is_a_build_error_naming_the_place(
+    builtin_only: Registry, write_toml: Callable[..., Path]
+) -> None:
     @zoo.register
     def Broken(width: int = 1) -> nn.Module:  # noqa: N802
         raise ValueError("width must be even")
 
     path = write_toml('[b]\nlayers = ["ReLU", { type = "Broken", width = 3 }]\n')
-    with pytest.raises(zoo.BuildError, match=r":2: b -> layers\[1\]: Broken\(...\) raised ValueError: width must be even"):
+    with pytest.raises(
+        zoo.BuildError, match=r":2: b -> layers\[1\]: Broken\(...\) raised ValueError: width must be even"
+    ):
         zoo.build("b", registry=path)
 
 

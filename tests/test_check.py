@@ -89,13 +89,22 @@ def test_redefining_a_builtin_entry_needs_replace(write_toml: Callable[..., Path
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[a]\nargs = { width = 4 }\nlayers = [{ type = "Linear", in_features = 2, out_features = "${widht}" }]',
-         r"'\$\{widht\}' refers to no declared argument. Did you mean 'width'\?"),
-        ('[a]\nshared = { tied = { type = "ReLU" } }\nlayers = ["@tide"]', "'@tide' names no shared block. Did you mean 'tied'"),
-        ('[a]\ntype = "Linear"\nin_features = 2\nout_features = 2\ninit = { "*" = "xavier_uniformm" }',
-         "unknown init function 'xavier_uniformm'. Did you mean 'xavier_uniform'"),
-        ('[a]\ntype = "Linear"\nin_features = 2\nout_features = 2\ninit = { "*" = { fn = "normal", sd = 1 } }',
-         "init function 'normal' has no argument 'sd'. Did you mean 'std'"),
+        (
+            '[a]\nargs = { width = 4 }\nlayers = [{ type = "Linear", in_features = 2, out_features = "${widht}" }]',
+            r"'\$\{widht\}' refers to no declared argument. Did you mean 'width'\?",
+        ),
+        (
+            '[a]\nshared = { tied = { type = "ReLU" } }\nlayers = ["@tide"]',
+            "'@tide' names no shared block. Did you mean 'tied'",
+        ),
+        (
+            '[a]\ntype = "Linear"\nin_features = 2\nout_features = 2\ninit = { "*" = "xavier_uniformm" }',
+            "unknown init function 'xavier_uniformm'. Did you mean 'xavier_uniform'",
+        ),
+        (
+            '[a]\ntype = "Linear"\nin_features = 2\nout_features = 2\ninit = { "*" = { fn = "normal", sd = 1 } }',
+            "init function 'normal' has no argument 'sd'. Did you mean 'std'",
+        ),
         ('[a]\ntype = "mlp"\nlayers = ["ReLU"]', "'mlp' is a declared entry; it takes no `layers`"),
         ('[a]\ntype = "mlp"\nhiden = 3', "'mlp' has no argument 'hiden' to override. Did you mean 'hidden'"),
         ('[a]\ntype = "ReLU"\nlayers = ["ReLU"]', "ReLU takes no child blocks"),
@@ -108,7 +117,9 @@ def test_reference_errors(write_toml: Callable[..., Path], text: str, message: s
 
 
 def test_build_overrides_are_checked(builtin_only: Registry) -> None:
-    with pytest.raises(zoo.ArgumentError, match="'mlp' has no argument 'hiden'.*Did you mean 'hidden'.*Overridable: hidden"):
+    with pytest.raises(
+        zoo.ArgumentError, match="'mlp' has no argument 'hiden'.*Did you mean 'hidden'.*Overridable: hidden"
+    ):
         zoo.build("mlp", hiden=3)
     with pytest.raises(zoo.ArgumentError, match="Linear has no argument 'in_feature'. Did you mean 'in_features'"):
         zoo.build("Linear", in_feature=3, out_features=4)

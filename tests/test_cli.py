@@ -82,9 +82,9 @@ def test_bad_input_exits_2(capsys: pytest.CaptureFixture[str], argv: list[str], 
 def test_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "list")
     assert code == 0
-    line = next(l for l in out.splitlines() if l.startswith("chimera "))
+    line = next(row for row in out.splitlines() if row.startswith("chimera "))
     assert "entry" in line and "mix-and-match" in line
-    assert not any(l.startswith("Linear ") for l in out.splitlines())  # blocks only with --all or a pattern
+    assert not any(row.startswith("Linear ") for row in out.splitlines())  # blocks only with --all or a pattern
     _, out, _ = run(capsys, "list", "lin*")
     assert "Linear" in out and "LazyLinear" not in out
     _, out, _ = run(capsys, "list", "--all")

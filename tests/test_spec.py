@@ -61,7 +61,7 @@ def test_every_key_knows_its_line() -> None:
 
 
 def test_invalid_toml_names_file_and_line(write_toml: Callable[..., Path]) -> None:
-    path = write_toml("[a]\ntype = \"Linear\"\nin_features = \n")
+    path = write_toml('[a]\ntype = "Linear"\nin_features = \n')
     with pytest.raises(zoo.RegistryFileError, match=rf"{path.name}: invalid TOML: .*line 3"):
         parse_file(path)
 
@@ -79,14 +79,14 @@ def test_missing_file() -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ('a = 3', "an entry must be a table"),
-        ('[a]\nin_features = 3', r"reg.toml:1: a: no `type`"),
+        ("a = 3", "an entry must be a table"),
+        ("[a]\nin_features = 3", r"reg.toml:1: a: no `type`"),
         ('[a]\ntipe = "Linear"', "Is 'tipe' a misspelt `type`"),
         ('[a]\ntype = "ReLU"\ninput = [2, -1]', r"reg.toml:3: a: `input` must be a shape"),
         ('[a]\ntype = "ReLU"\nargs = 3', "`args` must be a table"),
         ('[a]\ntype = "ReLU"\ndoc = 3', "`doc` must be a string"),
         ('[a]\ntype = "ReLU"\nreplace = "yes"', "`replace` must be true or false"),
-        ('[a]\nlayers = [3]', r"a -> layers\[0\]: expected a block"),
+        ("[a]\nlayers = [3]", r"a -> layers\[0\]: expected a block"),
         ('[a]\nlayers = "ReLU"', "`layers` must be an array or a table"),
         ('[a]\nlayers = [{ type = "ReLU", doc = "x" }]', "`doc` is allowed only on a top-level entry"),
         ('[a]\ntype = "ReLU"\ninit = { "*" = 3 }', "needs `fn`"),

@@ -27,8 +27,9 @@ class MySequential(nn.Module):
                 self.add_module(str(idx), module)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        for block in self._modules.values():
-            X = block(X)
+        for block in self._modules.values():  # not children(): a block added twice runs twice
+            if block is not None:
+                X = block(X)
         return X
 
 
@@ -45,6 +46,8 @@ class FixedHiddenMLP(nn.Module):
     The seed keeps `rand_weight` as a plain attribute, which state_dict() skips: a reloaded
     model would draw new constants and give other outputs. Here it is a persistent buffer.
     """
+
+    rand_weight: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,8 +95,8 @@ class LazyMyLinear(LazyModuleMixin, MyLinear):
     """MyLinear whose `in_units` is inferred from the first input; becomes a MyLinear."""
 
     cls_to_become = MyLinear
-    weight: UninitializedParameter
-    bias: UninitializedParameter
+    weight: UninitializedParameter  # type: ignore[assignment]
+    bias: UninitializedParameter  # type: ignore[assignment]
 
     def __init__(self, units: int) -> None:
         super().__init__(0, units)
@@ -104,7 +107,7 @@ class LazyMyLinear(LazyModuleMixin, MyLinear):
         if not self.has_uninitialized_params() and self.in_units != 0:
             super().reset_parameters()
 
-    def initialize_parameters(self, X: torch.Tensor) -> None:  # type: ignore[override]
+    def initialize_parameters(self, X: torch.Tensor) -> None:
         if self.has_uninitialized_params():
             with torch.no_grad():
                 self.in_units = X.shape[-1]

@@ -72,7 +72,11 @@ class _Constructor:
         return self.node(provider.entry.node, params, (), direct)
 
     def node(
-        self, node: Node, params: Mapping[str, Any], scopes: tuple[dict[str, nn.Module], ...], direct: Mapping[str, Any] = {}
+        self,
+        node: Node,
+        params: Mapping[str, Any],
+        scopes: tuple[dict[str, nn.Module], ...],
+        direct: Mapping[str, Any] = {},
     ) -> nn.Module:
         scope = {name: self.node(shared, params, scopes) for name, shared in node.shared.items()}
         scopes = (*scopes, scope)
@@ -87,7 +91,7 @@ class _Constructor:
             if node.layer_names is not None:
                 args = (OrderedDict(zip(node.layer_names, children, strict=True)),)
             elif node.layers is not None:
-                varargs = children_style(provider.factory) == "varargs"  # type: ignore[arg-type]
+                varargs = children_style(provider.factory) == "varargs"
                 args = tuple(children) if varargs else (children,)
             module = self.call(provider, args, kwargs, f"{node.loc}: {node.path}")
         rules = []
@@ -97,7 +101,9 @@ class _Constructor:
         initrules.apply(module, rules)
         return module
 
-    def child(self, child: Node | SharedRef, params: Mapping[str, Any], scopes: tuple[dict[str, nn.Module], ...]) -> nn.Module:
+    def child(
+        self, child: Node | SharedRef, params: Mapping[str, Any], scopes: tuple[dict[str, nn.Module], ...]
+    ) -> nn.Module:
         if isinstance(child, SharedRef):
             for scope in reversed(scopes):
                 if child.name in scope:
@@ -189,6 +195,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (torch.dtype, torch.device)):
         return str(value)
     return value
+
+
+def build_info(model: nn.Module) -> BuildInfo | None:
+    """What zoo recorded when it built `model`, or None for a model zoo did not build."""
+    info = model.__dict__.get("zoo_info")
+    return info if isinstance(info, BuildInfo) else None
 
 
 def entry_of(name: str, registry: RegistryArg = None) -> Entry | None:

@@ -139,7 +139,8 @@ def _value(ctx: _Context, value: Any, where: str) -> Any:
         if value.name not in ctx.params:
             ctx.errors.append(
                 SpecError(
-                    f"{where}: '${{{value.name}}}' refers to no declared argument.{did_you_mean(value.name, ctx.params)} "
+                    f"{where}: '${{{value.name}}}' refers to no declared argument."
+                    f"{did_you_mean(value.name, ctx.params)} "
                     f"Declare it in the entry's `args` table (declared: {listing(ctx.params)})."
                 )
             )
@@ -169,14 +170,15 @@ def _check_call(
     if sig is None:
         return  # builtins without a signature: nothing to check against
     params = sig.parameters
-    takes_varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
     takes_varkw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     named = {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     style = children_style(provider.factory)
     filled_by_layers = {positional[0].name} if n_layers and style == "one" else set()
     if n_layers and style is None:
-        ctx.errors.append(ArgumentError(f"{at}: {where}: {type_name} takes no child blocks, but `layers` gives {n_layers}."))
+        ctx.errors.append(
+            ArgumentError(f"{at}: {where}: {type_name} takes no child blocks, but `layers` gives {n_layers}.")
+        )
     hints = _type_hints(provider.factory)
     misspelt = set()  # a missing name that an unknown key misspells is one mistake, reported once
     for key, value in kwargs.items():
@@ -200,9 +202,7 @@ def _check_call(
             )
     for name, param in named.items():
         if param.default is param.empty and name not in kwargs and name not in filled_by_layers | misspelt:
-            ctx.errors.append(
-                ArgumentError(f"{at}: {where}: {type_name} is missing required argument '{name}'.")
-            )
+            ctx.errors.append(ArgumentError(f"{at}: {where}: {type_name} is missing required argument '{name}'."))
 
 
 def _check_init(ctx: _Context, rule: InitRule) -> None:
@@ -249,7 +249,8 @@ def children_style(factory: Callable[..., Any]) -> str | None:
     if not positional:
         return None
     hint = _type_hints(factory).get(positional[0].name)
-    scalar = hint is not None and all(_matches(v, hint) is not True for v in ([], {}))
+    blocks: tuple[Any, ...] = ([], {})  # what `layers` would pass: a list or an OrderedDict
+    scalar = hint is not None and all(_matches(v, hint) is not True for v in blocks)
     return None if scalar else "one"  # a first argument typed bool/int/str cannot take blocks
 
 
@@ -299,7 +300,9 @@ def _matches(value: Any, expected: Any) -> bool | None:
         if len(args) == 2 and args[1] is Ellipsis:
             return all(_matches(v, args[0]) is not False for v in value)
         if origin is tuple:
-            return len(args) == len(value) and all(_matches(v, a) is not False for v, a in zip(value, args, strict=True))
+            return len(args) == len(value) and all(
+                _matches(v, a) is not False for v, a in zip(value, args, strict=True)
+            )
         return all(_matches(v, args[0]) is not False for v in value)
     return None  # a class zoo cannot build from TOML (torch.dtype, nn.Module, ...): don't guess
 

@@ -82,10 +82,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
+    from zoo import builder
     from zoo.errors import ZooError
 
     model = zoo.build(args.name, registry=_registry(args), input_shape=args.input_shape, **dict(args.set))
-    shape = args.input_shape or getattr(model, "zoo_info").input_shape
+    info = builder.build_info(model)
+    shape = args.input_shape or (info.input_shape if info else None)
     if shape is None:
         print(zoo.summary(model))
         raise ZooError(f"'{args.name}' declares no example `input`; pass one, e.g. --input-shape 2,20")

@@ -66,6 +66,10 @@ class HubError(ZooError, RuntimeError):
     """A Hub repository or file cannot be fetched or pushed."""
 
 
+class PluginError(ZooError, RuntimeError):
+    """A plugin fails to import, raises in a hook, or implements hooks wrongly."""
+
+
 def nearest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate closest to `name`, or None when nothing is close."""
     pool = list(candidates)

@@ -2,7 +2,8 @@
 
 A plugin is a module listed under `[project.entry-points.zoo]` whose functions are marked
 with `@zoo.hookimpl`. Each hook receives a `register` callback; zoo's own blocks arrive
-through the same hooks (zoo.builtin).
+through the same hooks (zoo.builtin). Registrations are all or nothing: a plugin that raises
+in any hook is skipped whole.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def zoo_blocks(register: Callable[[str, Callable[..., Any]], None]) -> None:
 
 @hookspec
 def zoo_registries(register: Callable[[str | Path], None]) -> None:
-    """Call `register(path)` for each TOML file of declarations the plugin ships."""
+    """Call `register(path)` for each TOML file of declarations the plugin ships (relative to the plugin's module)."""
 
 
 @hookspec

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from zoo.errors import RegistryFileError, SpecError, nearest
 
@@ -89,7 +89,7 @@ class Node:
     key_locs: Mapping[str, Location] = field(default_factory=lambda: _EMPTY, compare=False)
 
 
-Child = Union[Node, SharedRef]
+Child = Node | SharedRef
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class _Parser:
             found = "no `type`" if type_ is None else f"type = {type_!r}"
             typo = nearest("type", [k for k in body if k not in ENTRY_KEYS])
             hint = f" Is '{typo}' a misspelt `type`?" if typo else ""
-            raise self.fail(keys, path, f"{found}: say what to build, e.g. type = \"Linear\".{hint}")
+            raise self.fail(keys, path, f'{found}: say what to build, e.g. type = "Linear".{hint}')
         shared_body = body.get("shared", {})
         if not isinstance(shared_body, dict):
             raise self.fail(keys + ("shared",), path, "`shared` must be a table of name = block")
@@ -267,7 +267,9 @@ class _Parser:
             elif isinstance(rule, dict) and isinstance(rule.get("fn"), str):
                 fn, kwargs = rule["fn"], {k: _freeze(v) for k, v in rule.items() if k != "fn"}
             else:
-                raise self.fail(here, path, f'init rule for "{pattern}" needs `fn`, e.g. {{ fn = "normal", std = 0.01 }}')
+                raise self.fail(
+                    here, path, f'init rule for "{pattern}" needs `fn`, e.g. {{ fn = "normal", std = 0.01 }}'
+                )
             rules.append(InitRule(pattern, fn, MappingProxyType(kwargs), f"{path} -> init.{pattern}", self.loc(here)))
         return tuple(rules)
 
@@ -281,7 +283,9 @@ def _freeze(value: Any) -> Any:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), type(value).__name__)
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
 
 
 # --- key → line map ----------------------------------------------------------------------
