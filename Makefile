@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 # torch 2.13.0 first: a bare `torch` requirement would pull a CUDA build of several GB.
 # numpy beside it: torch works without it but warns on every import (an error under pytest).
-$(STAMP): pyproject.toml $(PLUGINS)
+$(STAMP): Makefile pyproject.toml $(PLUGINS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0 numpy
