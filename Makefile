@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
+# Plugins install non-editable (real entry points), so their sources are prerequisites too.
+PLUGIN_SOURCES := $(wildcard plugins/*/*/*.py plugins/*/*/*.toml)
 
 .PHONY: setup demo test bench clean
 
@@ -11,7 +13,7 @@ setup: $(STAMP)
 
 # torch 2.13.0 first: a bare `torch` requirement would pull a CUDA build of several GB.
 # numpy beside it: torch works without it but warns on every import (an error under pytest).
-$(STAMP): Makefile pyproject.toml $(PLUGINS)
+$(STAMP): Makefile pyproject.toml $(PLUGINS) $(PLUGIN_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0 numpy
