@@ -1,0 +1,196 @@
+"""Load speed and memory: zoo.load beside the eager path and the memory-copy floor, ~0.5 and ~2 GB models.
+
+Cases, each in a fresh process (so one's memory and caches do not colour the next), median of 3,
+interleaved:
+- floor: memory-map model.safetensors and copy its bytes into a fresh buffer (one memory copy);
+- zoo.load: build on the meta device and take the memory-mapped tensors (no copy until written);
+- zoo.load+touch: the same, then read every parameter once, so all the bytes are paged in;
+- eager: build normally (random init) + torch.load(weights_only=True) of a .pt + load_state_dict;
+- safetensors: build normally + safetensors.torch.load_file + load_state_dict.
+The model is a stack of Linear(4096, 4096) declared in a registry TOML (64 MiB each).
+Times cover the load only (not the interpreter start); peak RSS is the child's ru_maxrss,
+and "added" subtracts the RSS the child had before loading (Python + torch).
+
+By default the page cache is warm (both files are read once before timing): the floor is then
+a memory copy. --cold drops the page cache before every run (needs root; said when refused).
+
+Run alone: .venv/bin/python bench/bench_load.py [--quick] [--cold] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LAYER_BYTES = 4096 * 4096 * 4 + 4096 * 4
+CASES = ["floor", "zoo.load", "zoo.load+touch", "eager", "safetensors"]
+REPEATS = 3
+
+
+# --- the child: one case, one measurement ---------------------------------------------------------
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def child(case: str, folder: Path, registry: Path) -> dict[str, Any]:
+    import torch
+
+    import zoo
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    zoo.names()  # plugin discovery is start-up cost, not load cost
+    before = _rss_now()
+    start = time.perf_counter()
+    if case == "floor":
+        with open(folder / "model.safetensors", "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            buffer = torch.empty(len(mapped), dtype=torch.uint8)
+            buffer.copy_(torch.frombuffer(mapped, dtype=torch.uint8))
+            del mapped
+    elif case.startswith("zoo.load"):
+        model = zoo.load(folder)
+        if case.endswith("+touch"):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.sum()
+    elif case == "eager":
+        model = zoo.build("bench_big", registry=registry)
+        model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))  # the comparison baseline
+    elif case == "safetensors":
+        from safetensors.torch import load_file
+
+        model = zoo.build("bench_big", registry=registry)
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+    else:
+        raise SystemExit(f"unknown case {case}")
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return {"seconds": seconds, "peak_rss": peak, "base_rss": before}
+
+
+# --- the parent -----------------------------------------------------------------------------------
+
+
+def _registry(path: Path, layers: int) -> Path:
+    body = ", ".join(['{ type = "Linear", in_features = 4096, out_features = 4096 }'] * layers)
+    path.write_text(f'[bench_big]\ndoc = "{layers} x Linear(4096, 4096), for bench_load"\nlayers = [{body}]\n')
+    return path
+
+
+def _prepare(work: Path, layers: int) -> tuple[Path, Path]:
+    import torch
+
+    import zoo
+
+    registry = _registry(work / "bench.toml", layers)
+    folder = work / f"model_{layers}"
+    torch.manual_seed(0)
+    model = zoo.build("bench_big", registry=registry)
+    zoo.save(model, folder)
+    torch.save(model.state_dict(), folder / "model.pt")
+    return folder, registry
+
+
+def _drop_caches() -> bool:
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def _warm(folder: Path) -> None:
+    for name in ("model.safetensors", "model.pt"):
+        with open(folder / name, "rb") as f:
+            while f.read(64 << 20):
+                pass
+
+
+def _run(case: str, folder: Path, registry: Path, cold: bool) -> dict[str, Any]:
+    if cold:
+        _drop_caches()
+    command = [sys.executable, __file__, "--child", case, "--dir", str(folder), "--registry", str(registry)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{case} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="small models (~64 and ~256 MB), one repeat: a smoke run")
+    parser.add_argument("--cold", action="store_true", help="drop the page cache before every run (root only)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--registry", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.dir, args.registry)))
+        return
+
+    from bench.common import report
+
+    sizes = [1, 4] if args.quick else [8, 32]  # layers of 64 MiB: ~0.5 GB and ~2.1 GB
+    repeats = 1 if args.quick else REPEATS
+    cold = args.cold and _drop_caches()
+    notes = [
+        "page cache: " + ("dropped before every run (cold)" if cold else
+                          "warm (both files read once before timing)" + (" — --cold was refused: not root?" if args.cold
+                                                                      else "")),
+        f"median of {repeats} runs per case, each in a fresh process; cases interleaved",
+        "goal: zoo.load within 1.5x the floor and at least 5x faster than eager",
+    ]
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="bench_load_", dir=os.environ.get("BENCH_TMP")))
+    try:
+        for layers in sizes:
+            folder, registry = _prepare(work, layers)
+            size_gb = (folder / "model.safetensors").stat().st_size / 1e9
+            if not cold:
+                _warm(folder)  # 23 GB of RAM or so keeps both files cached from here on
+            results: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
+            for repeat in range(repeats):
+                order = CASES[repeat % len(CASES):] + CASES[: repeat % len(CASES)]
+                for case in order:
+                    results[case].append(_run(case, folder, registry, cold))
+            floor = statistics.median(r["seconds"] for r in results["floor"])
+            eager = statistics.median(r["seconds"] for r in results["eager"])
+            for case in CASES:
+                seconds = statistics.median(r["seconds"] for r in results[case])
+                peak = max(r["peak_rss"] for r in results[case])
+                added = statistics.median(r["peak_rss"] - r["base_rss"] for r in results[case])
+                rows.append({
+                    "size_gb": round(size_gb, 2), "method": case, "seconds": seconds,
+                    "vs_floor": seconds / floor, "eager_over_this": eager / seconds,
+                    "peak_rss_gb": peak / 1e9, "added_rss_gb": added / 1e9,
+                })
+            shutil.rmtree(folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report("load: zoo.load vs eager (build + torch.load + load_state_dict) vs the memory-copy floor", rows, args.json,
+           notes=notes)
+    for note in notes:
+        print(f"- {note}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Training checkpoints: model, optimizer, step and extra state, one folder per step, no pickle.
+
+    DIR/step-00000100/model.safetensors           the model's weights (and config.json when zoo built it,
+                                                  so zoo.load works on a checkpoint too)
+    DIR/step-00000100/trainer_state.safetensors   step, the optimizer's state_dict and `extra`,
+                                                  in zoo.save_tensors' format
+
+Each step folder is written beside its final name and swapped in whole (zoo.fsio), so a
+process killed at any moment leaves every earlier checkpoint complete, and `resume` takes
+the newest one. The seed's reason for checkpoints, the power going out, is the case handled.
+
+Example:
+    state = zoo.checkpoint.resume("runs/a", model, optimizer)
+    start = state.step + 1 if state else 0
+    for step in range(start, steps):
+        ...
+        if step % 100 == 0:
+            zoo.checkpoint.save("runs/a", model=model, optimizer=optimizer, step=step, keep_last=3)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo import folder, fsio, lazy, weights
+from zoo.errors import ArgumentError, WeightsError
+
+STATE_FILE = "trainer_state.safetensors"
+_STEP_DIR = "step-{:08d}"
+_STEP = re.compile(r"^step-(\d{8,})$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What `resume` restored."""
+
+    path: Path  # the step folder
+    step: int
+    extra: dict[str, Any]  # what was passed to save as `extra`
+
+
+def save(
+    directory: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int,
+    extra: Mapping[str, Any] | None = None,
+    keep_last: int | None = None,
+) -> Path:
+    """Write a checkpoint for `step` under `directory`; it appears complete or not at all.
+
+    Args:
+        model: its weights are saved as zoo.save would (tied weights once).
+        optimizer: its state_dict, tensors and hyper-parameters, in safetensors.
+        step: the training step (an int >= 0); names the folder, `resume` returns it.
+        extra: anything else to restore: tensors (torch.get_rng_state()), numbers, strings,
+            lists and dicts of them (a scheduler's state_dict).
+        keep_last: afterwards, delete all but the newest `keep_last` checkpoints.
+
+    Returns:
+        The new step folder.
+
+    Raises:
+        ArgumentError: a bad step or keep_last, or an `extra` value that cannot be stored.
+        NotMaterializedError: the model still has lazy layers.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ArgumentError(f"step must be an int >= 0, got {step!r}")
+    if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
+        raise ArgumentError(f"keep_last must be None or an int >= 1, got {keep_last!r}")
+    lazy.require_materialized(model, "save a checkpoint of")
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "extra": dict(extra) if extra is not None else {},
+    }
+    save_id = folder.new_save_id()
+    config = folder.config_text(model, save_id)
+    root = Path(directory)
+    target = root / _STEP_DIR.format(step)
+    try:
+        with fsio.atomic_dir(target) as temp:
+            weights.save_tensors(state, temp / STATE_FILE)  # first: a value it cannot store fails before the weights
+            folder.write_model(temp, model, config, save_id, card=False)
+    except OSError as err:  # a full disk, no permission: earlier checkpoints are untouched
+        raise WeightsError(f"cannot save a checkpoint to {target}: {err}") from err
+    fsio.remove_stale(root)
+    if keep_last is not None:
+        for old in checkpoints(root)[:-keep_last]:
+            fsio.remove_dir(old)
+    return target
+
+
+def checkpoints(directory: str | Path) -> list[Path]:
+    """The step folders under `directory`, oldest first (none when it does not exist)."""
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and p.is_dir()]
+    return [path for _, path in sorted(found)]
+
+
+def latest(directory: str | Path) -> Path | None:
+    """The newest step folder under `directory`, or None."""
+    found = checkpoints(directory)
+    return found[-1] if found else None
+
+
+def resume(
+    directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> Checkpoint | None:
+    """Load the newest checkpoint under `directory` into `model` (and `optimizer`); None when there is none.
+
+    Everything is checked before the model or the optimizer changes: a checkpoint that does
+    not fit leaves both as they were.
+
+    Raises:
+        WeightsError: the checkpoint does not fit the model or the optimizer, or is corrupt.
+    """
+    path = latest(directory)
+    if path is None:
+        return None
+    state = weights.load_tensors(path / STATE_FILE)
+    step, saved_optimizer, extra = _unpack(state, path / STATE_FILE)
+    if optimizer is not None:
+        _check_optimizer(optimizer, saved_optimizer, path / STATE_FILE)
+    weights.load_weights(model, path)
+    if optimizer is not None:
+        optimizer.load_state_dict(saved_optimizer)
+    return Checkpoint(path, step, extra)
+
+
+def _unpack(state: Any, file: Path) -> tuple[int, Any, dict[str, Any]]:
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("extra"), dict)):
+        raise WeightsError(f"{file} is not a zoo training state (step, optimizer, extra)")
+    return state["step"], state.get("optimizer"), state["extra"]
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer, saved: Any, file: Path) -> None:
+    if saved is None:
+        raise WeightsError(f"{file} holds no optimizer state (the checkpoint was saved without optimizer=)")
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                               for g in groups):
+        raise WeightsError(f"{file}: the optimizer state has no valid param_groups")
+    have = [len(g["params"]) for g in optimizer.param_groups]
+    stored = [len(g["params"]) for g in groups]
+    if have != stored:
+        raise WeightsError(
+            f"{file}: the optimizer's parameter groups hold {have} parameters, the checkpoint's {stored}; "
+            f"build the optimizer over the same parameters as when it was saved"
+        )

@@ -1,0 +1,276 @@
+"""Crash-safe writes: fill a temporary beside the target, fsync it, then rename it into place.
+
+A reader, or a process that starts after a crash, sees the previous version or the complete
+new one, never a part: a rename within one folder is atomic, and fsync before it makes sure
+the renamed name cannot point at data still in flight when the power goes.
+
+A saved model is a folder (shards, index, config, card) that must change as one. Writing its
+files one by one in a careful order would still let a crash pair new shards with an old
+config, so the whole folder is built beside the target and swapped in with one atomic
+`renameat2(RENAME_EXCHANGE)` (Linux). Where that call is missing, two renames do the job
+and `recover` puts the previous folder back if a crash fell between them.
+
+Temporaries are named `.NAME.zoo-tmp-HOST-PID-RANDOM`; a later write to the same target
+removes those whose process has died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import secrets
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+_TEMP = ".zoo-tmp-"
+_OLD = ".zoo-old-"
+_HOST = "".join(c for c in socket.gethostname() if c.isalnum())[:16] or "host"
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a file to write that appears at `path`, complete, only when the block succeeds.
+
+    Example:
+        with atomic_file("x.safetensors") as f:
+            f.write(data)
+    """
+    target = Path(path)
+    _remove_stale(target)
+    temp = _temp_name(target)
+    try:
+        with open(temp, "xb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str], keep: Callable[[str], bool] | None = None) -> Iterator[Path]:
+    """Yield an empty folder to fill; when the block succeeds it replaces `path` in one step.
+
+    Args:
+        path: the folder to create or replace (its parent is created if needed).
+        keep: names in the previous folder to carry over (hard links, no copy), for files
+            that the caller does not write itself.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
+    _remove_stale(target)
+    temp = _temp_name(target)
+    temp.mkdir()
+    try:
+        if keep is not None and target.is_dir():
+            _carry_over(target, temp, keep)
+        yield temp
+        _fsync_tree(temp)
+        _publish(temp, target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def remove_dir(path: str | os.PathLike[str]) -> None:
+    """Delete a folder so that no half-deleted copy is ever left under its name."""
+    target = Path(path)
+    trash = _temp_name(target)
+    try:
+        os.rename(target, trash)
+    except FileNotFoundError:
+        return
+    fsync_dir(target.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover(path: str | os.PathLike[str]) -> None:
+    """Put the previous folder back if a crash fell between the two renames of the fallback swap."""
+    target = Path(path)
+    if target.exists():
+        return
+    olds = sorted(target.parent.glob(f".{_glob_escape(target.name)}{_OLD}*"), key=_mtime)
+    for old in reversed(olds):
+        with contextlib.suppress(OSError):  # another process may have recovered or published first
+            os.rename(old, target)
+            fsync_dir(target.parent)
+            return
+
+
+def identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(device, inode) of `path`, None when absent: it changes whenever a write here replaces `path`."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable (POSIX; Windows has no directory handles to sync)."""
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- publishing ------------------------------------------------------------------------------
+
+
+def _publish(temp: Path, target: Path) -> None:
+    """Move the finished `temp` to `target`; whatever `target` held is deleted afterwards."""
+    while True:
+        swapped = _exchange(temp, target)
+        if swapped:  # `temp` now holds the previous folder
+            fsync_dir(target.parent)
+            shutil.rmtree(temp, ignore_errors=True)
+            return
+        try:
+            os.rename(temp, target)  # succeeds when `target` is absent (or an empty folder)
+            fsync_dir(target.parent)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        if swapped is None:  # no atomic exchange here: move the old folder aside, then retry
+            old = target.with_name(f".{target.name}{_OLD}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+            with contextlib.suppress(FileNotFoundError):  # a concurrent writer moved it first
+                os.rename(target, old)
+            try:
+                os.rename(temp, target)
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                continue  # another writer published in between: go round again
+            finally:
+                fsync_dir(target.parent)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        # `target` appeared between the exchange and the rename (a concurrent writer): go round again
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_libc: dict[str, object] = {}
+
+
+def _exchange(a: Path, b: Path) -> bool | None:
+    """Atomically swap two paths. False when `b` does not exist; None when the system cannot."""
+    if "renameat2" not in _libc:
+        lib = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
+        function = getattr(lib, "renameat2", None)  # glibc 2.28+; absent on macOS and musl
+        if function is not None:
+            function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        _libc["renameat2"] = function
+    renameat2 = _libc["renameat2"]
+    if renameat2 is None:
+        return None
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)  # type: ignore[operator]
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code == errno.ENOENT and a.exists():
+        return False
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # old kernel or a file system without it
+        _libc["renameat2"] = None
+        return None
+    raise OSError(code, f"cannot swap {a} and {b}: {os.strerror(code)}")
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _temp_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}{_TEMP}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def remove_stale(folder: str | os.PathLike[str]) -> None:
+    """Delete every temporary in `folder` left by a dead process of this host (a crashed write)."""
+    _remove_stale_named(Path(folder), "*")
+
+
+def _remove_stale(target: Path) -> None:
+    _remove_stale_named(target.parent, _glob_escape(target.name))
+    if target.exists():  # leftovers of a fallback swap whose new folder did get published
+        for old in target.parent.glob(f".{_glob_escape(target.name)}{_OLD}*"):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_named(folder: Path, name_pattern: str) -> None:
+    for entry in folder.glob(f".{name_pattern}{_TEMP}{_HOST}-*"):
+        pid = entry.name.rsplit("-", 2)[-2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another process
+        return 0.0
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _carry_over(source: Path, dest: Path, keep: Callable[[str], bool]) -> None:
+    for entry in source.iterdir():
+        if not keep(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, dest / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(str(entry), str(dest / entry.name))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
