@@ -5,7 +5,11 @@
     print(zoo.summary(model, input_shape=(2, 20)))
 """
 
+from typing import TYPE_CHECKING, Any
+
+from zoo import checkpoint
 from zoo.api import build, names, register, spec
+from zoo.devices import Plan, dispatch, plan, try_all_gpus, try_gpu
 from zoo.errors import (
     AmbiguousNameError,
     ArgumentError,
@@ -15,20 +19,30 @@ from zoo.errors import (
     DuplicateNameError,
     HubError,
     NotMaterializedError,
+    PluginError,
     RegistryFileError,
+    ShapeError,
     SpecError,
     UnknownNameError,
     WeightsError,
     ZooError,
 )
+from zoo.folder import load, save
 from zoo.hookspecs import hookimpl
-from zoo.lazy import materialize
+from zoo.lazy import MetaFallbackWarning, materialize
+from zoo.metrics import Accumulator
+from zoo.plugins import ZooPluginWarning
 from zoo.plugins import isolated as isolated_registry
 from zoo.summary import summary
+from zoo.weights import load_tensors, load_weights, save_tensors
+
+if TYPE_CHECKING:
+    from zoo.hub import pull, push
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Accumulator",
     "AmbiguousNameError",
     "ArgumentError",
     "BuildError",
@@ -36,19 +50,45 @@ __all__ = [
     "DeviceError",
     "DuplicateNameError",
     "HubError",
+    "MetaFallbackWarning",
     "NotMaterializedError",
+    "Plan",
+    "PluginError",
     "RegistryFileError",
+    "ShapeError",
     "SpecError",
     "UnknownNameError",
     "WeightsError",
     "ZooError",
+    "ZooPluginWarning",
     "__version__",
     "build",
+    "checkpoint",
+    "dispatch",
     "hookimpl",
     "isolated_registry",
+    "load",
+    "load_tensors",
+    "load_weights",
     "materialize",
     "names",
+    "plan",
+    "pull",
+    "push",
     "register",
+    "save",
+    "save_tensors",
     "spec",
     "summary",
+    "try_all_gpus",
+    "try_gpu",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # push and pull live in zoo.hub, which imports huggingface_hub (~0.4 s): paid on first use, not at `import zoo`
+    if name in ("pull", "push"):
+        from zoo import hub
+
+        return getattr(hub, name)
+    raise AttributeError(f"module 'zoo' has no attribute '{name}'")

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 import torch
 from torch import nn
 
-from zoo import builder, lazy, plugins
+from zoo import builder, devices, lazy, plugins
 from zoo.builder import RegistryArg
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,7 +30,9 @@ def build(
         name: a declared entry (`"chimera"`), a Python block (`"Linear"`), or `"DIST:name"`.
         registry: extra registry file(s) to declare names from, on top of the installed ones.
         input_shape: materialise lazy layers for this input shape (default: the entry's `input`).
-        device, dtype: where and in what precision the parameters live.
+        device: where the parameters live: None (where built: the CPU), "auto" (CUDA if
+            present, else MPS, else CPU), "cpu", "cuda:N", or a torch.device.
+        dtype: the precision of the floating parameters.
         **overrides: values for the entry's `args`, or keyword arguments of a Python block.
 
     Returns:
@@ -38,17 +40,21 @@ def build(
 
     Raises:
         UnknownNameError, ArgumentError, SpecError, CycleError: before anything is constructed.
+        DeviceError: `device` is not on this machine (the message lists the devices that are).
 
     Example:
         >>> zoo.build("mlp", hidden=512)
         >>> zoo.build("Linear", in_features=3, out_features=4)
     """
+    target = devices.resolve(device) if device is not None else None  # a missing GPU fails before building
     model = builder.build(name, registry=registry, **overrides)
-    shape = input_shape if input_shape is not None else model.zoo_info.input_shape
+    info = builder.build_info(model)
+    shape = input_shape if input_shape is not None else (info.input_shape if info else None)
     if shape is not None and lazy.is_lazy(model):
-        lazy.materialize(model, input_shape=shape)
-    if device is not None or dtype is not None:
-        model.to(device=device, dtype=dtype)
+        # Placed first, then materialised: lazy tensors are allocated once, on the target device.
+        lazy.materialize(model, input_shape=shape, device=target, dtype=dtype)
+    elif target is not None or dtype is not None:
+        model.to(device=target, dtype=dtype)
     return model
 
 
@@ -76,7 +82,7 @@ def spec(name: str, *, registry: RegistryArg = None, **overrides: Any) -> Spec:
     reg = builder.registry_for(registry)
     provider = reg.resolve(name)
     entry = provider.entry
-    doc = entry.doc if entry else (provider.factory.__doc__ or "").strip().split("\n")[0]  # type: ignore[union-attr]
+    doc = entry.doc if entry else (getattr(provider.factory, "__doc__", None) or "").strip().split("\n")[0]
     return Spec(
         name=name,
         kind="entry" if entry else "block",

@@ -14,8 +14,8 @@ from torch import nn
 from zoo import initrules, plugins
 from zoo.check import check_provider, children_style, split_overrides
 from zoo.errors import BuildError
-from zoo.registry import Provider, Registry
-from zoo.spec import ArgRef, Entry, Node, SharedRef
+from zoo.registry import USER, Origin, Provider, Registry
+from zoo.spec import ArgRef, Entry, Node, SharedRef, parse_declaration
 
 RegistryArg = str | Path | Iterable[str | Path] | Registry | None
 
@@ -47,7 +47,25 @@ def build(name: str, *, registry: RegistryArg = None, **overrides: Any) -> nn.Mo
     Raises the first problem `zoo check` would report, before constructing anything.
     """
     reg = registry_for(registry)
-    provider = reg.resolve(name)
+    return _build(reg, reg.resolve(name), name, overrides)
+
+
+def build_declaration(
+    name: str, declaration: Mapping[str, Any], *, file: str = "<declaration>", registry: RegistryArg = None
+) -> nn.Module:
+    """Construct a resolved declaration (BuildInfo.declaration, as saved in config.json) with the installed blocks.
+
+    Args:
+        name: the model's name, for messages and `zoo_info`.
+        declaration: TOML-shaped data; an `input` key gives `zoo_info.input_shape`.
+        file: where the declaration was read from, for messages.
+    """
+    reg = registry_for(registry)
+    provider = Provider(name, Origin(USER), entry=parse_declaration(name, declaration, file))
+    return _build(reg, provider, name, {})
+
+
+def _build(reg: Registry, provider: Provider, name: str, overrides: Mapping[str, Any]) -> nn.Module:
     errors = check_provider(reg, provider, overrides)
     if errors:
         raise errors[0]

@@ -128,19 +128,170 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     import warnings
 
-    from zoo import plugins
+    from zoo import hookspecs, plugins
+    from zoo.errors import ZooError, listing
+    from zoo.registry import BUILTIN
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the table below says the same
         found = plugins.reports()
-    if not found:
-        print("no third-party plugins installed (entry-point group 'zoo')")
-        return 0
+        registry = plugins.current()
+    rows = [("PLUGIN", "DISTRIBUTION", "MODULE", "LOAD", "STATUS")]
+    details: list[list[str]] = [[]]
     for r in found:
-        status = r.status if r.status != "failed" else f"failed: {r.error}"
-        provides = ", ".join(r.provides) if r.provides else "-"
-        print(f"{r.name}  {r.dist} {r.version or ''}  module={r.module}  load={r.seconds * 1000:.1f} ms  {status}")
-        print(f"    provides: {provides}")
+        status = f"failed: {r.error}" if r.status == "failed" else r.status
+        status += f" by {plugins.DISABLE_ENV}" if r.status == "disabled" else ""
+        load = f"{r.seconds * 1000:.1f} ms" if r.status != "disabled" else "-"
+        rows.append((r.name, f"{r.dist} {r.version or ''}".strip(), r.module, load, status))
+        kinds = (("blocks", r.blocks), ("entries", r.entries), ("init functions", r.inits))
+        lines = [f"{len(names)} {kind}: {listing(names)}" for kind, names in kinds if names]
+        details.append(lines + [f"note: {note}" for note in r.notes])
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row, lines in zip(rows, details, strict=True):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[4])
+        for line in lines:
+            print(" " * (widths[0] + 2) + line)
+    if not any(r.dist != BUILTIN for r in found):
+        print(f"no third-party plugins installed (entry-point group '{hookspecs.ENTRY_POINT_GROUP}')")
+    for problem in plugins.disable_problems():
+        print(f"note: {problem}")
+    for name in registry.clashes():
+        try:
+            registry.resolve(name)
+        except ZooError as err:  # an error only where the name is used; shown here so it is no surprise
+            print(f"clash: {err}")
+    return 0
+
+
+def _budget(text: str) -> tuple[str, str]:
+    device, sep, size = text.partition("=")
+    if not sep or not device.strip() or not size.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' is not DEVICE=SIZE (for example cuda:0=8GiB)")
+    return device.strip(), size.strip()
+
+
+def _dtype(text: str) -> Any:
+    import torch
+
+    dtype = getattr(torch, text.strip().removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a floating-point dtype; write float16, bfloat16 or float32")
+    return dtype
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo.devices import human_bytes
+
+    model = zoo.build(args.name, registry=_registry(args), input_shape=args.input_shape, **dict(args.set))
+    folder = zoo.save(model, args.dir, max_shard_size=args.max_shard_size, dtype=args.dtype)
+    print(f"saved '{args.name}' to {folder}/")
+    for file in sorted(folder.iterdir()):
+        if file.is_file():
+            print(f"  {file.name}  {human_bytes(file.stat().st_size)}")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo import builder
+
+    model = zoo.load(args.dir, device=args.device, dtype=args.dtype, registry=_registry(args))
+    info = builder.build_info(model)
+    assert info is not None  # zoo.load rebuilds through the builder, which records it
+    print(f"loaded '{info.name}' from {args.dir}")
+    print(zoo.summary(model, input_shape=info.input_shape))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from zoo import folder, weights
+    from zoo.devices import human_bytes
+
+    path = Path(args.path)
+    config = folder.read_config(path) if path.is_dir() else None
+    if config is not None:
+        print(f"{path / folder.CONFIG_FILE}: '{config.name}', saved by zoo {config.zoo_version}")
+        if config.input_shape:
+            print(f"  example input: {list(config.input_shape)}")
+        for block, origin in sorted(config.provenance.items()):
+            print(f"  block {block} from {origin}")
+    for header in weights.inspect(path):
+        total = sum(info.nbytes for info in header.tensors)
+        print(f"{header.file}: {len(header.tensors)} tensor(s), {human_bytes(total)}")
+        for key, value in sorted(header.metadata.items()):
+            text = value if len(value) <= 200 else value[:200] + f"… ({len(value)} characters)"
+            print(f"  metadata {key} = {text}")
+        rows = sorted(
+            (info.key, str(info.dtype).removeprefix("torch."), json.dumps(list(info.shape)), human_bytes(info.nbytes))
+            for info in header.tensors
+        )
+        widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
+        for row in rows:
+            print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3])
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo import devices
+
+    rows = [("DEVICE", "NAME", "TOTAL", "FREE")]
+    for info in devices.inventory():
+        rows.append((info.device, info.name, devices.human_bytes(info.total), devices.human_bytes(info.free)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[3])
+    if args.plan:
+        print()
+        budgets = dict(args.max_memory) if args.max_memory else None
+        print(zoo.plan(args.plan, device_map=args.device_map, max_memory=budgets, registry=_registry(args)))
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    import zoo
+    from zoo.errors import ZooError
+
+    source: Any = Path(args.source)
+    if not (source.is_dir() or os.sep in args.source or args.source.startswith(".")):  # a name to build
+        torch.manual_seed(args.seed)  # the same name and seed push the same bytes: nothing new is uploaded
+        source = zoo.build(args.source, registry=_registry(args), input_shape=args.input_shape, **dict(args.set))
+    elif args.set or args.input_shape:
+        raise ZooError(f"--set and --input-shape apply to a name to build; '{args.source}' is a folder")
+    url = zoo.push(
+        source, args.repo_id, branch=args.branch, private=args.private, commit_message=args.message,
+        create_pr=args.create_pr, max_shard_size=args.max_shard_size, endpoint=args.endpoint,
+    )  # fmt: skip
+    print(f"pushed '{args.source}' to {args.repo_id}: {url}")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    import zoo
+    from zoo import builder, hub
+
+    if args.dir:
+        hub.check_copy_target(args.dir, args.repo_id)  # before any download
+    model = zoo.pull(
+        args.repo_id, revision=args.revision, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
+        local_files_only=args.offline, endpoint=args.endpoint,
+    )  # fmt: skip
+    source, info = hub.source_of(model), builder.build_info(model)
+    assert source is not None and info is not None  # pull records both
+    print(f"pulled {source.repo_id}@{source.revision} (commit {source.commit}) from {source.endpoint}")
+    if args.dir:
+        snapshot = hub.fetch(source.repo_id, revision=source.commit, cache_dir=args.cache_dir, local_files_only=True)
+        hub.copy_snapshot(snapshot, args.dir)
+        print(f"copied its files to {args.dir} (load them with: zoo load {args.dir})")
+    print(zoo.summary(model, input_shape=info.input_shape))
     return 0
 
 
@@ -177,6 +328,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE")
 
     command("plugins", cmd_plugins, "List installed plugins: version, what they provide, load time, status.")
+
+    p = command("save", cmd_save, "Build a model (materialised), then save it to a folder: weights, config.json, card.")
+    p.add_argument("name")
+    p.add_argument("dir")
+    p.add_argument("--input-shape", type=_shape, metavar="2,20", help="materialise lazy layers for this input")
+    p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE")
+    p.add_argument("--max-shard-size", metavar="SIZE", help="split the weights into shards, e.g. 2GB or 500MiB")
+    p.add_argument("--dtype", type=_dtype, help="store floating-point tensors as float16, bfloat16, …")
+    with_registry(p)
+
+    p = command("load", cmd_load, "Load a folder written by `zoo save` (no code needed) and print its summary.")
+    p.add_argument("dir")
+    p.add_argument("--device", help="cpu (default), cuda:0, auto")
+    p.add_argument("--dtype", type=_dtype, help="convert floating-point tensors to float16, bfloat16, …")
+    with_registry(p)
+
+    p = command("inspect", cmd_inspect, "Show the keys, dtypes, shapes and metadata of a safetensors file or folder.")
+    p.add_argument("path", metavar="FILE_OR_DIR")
+
+    p = command("devices", cmd_devices, "List devices with their total and free memory; --plan NAME places a model.")
+    p.add_argument("--plan", metavar="NAME", help="print where each block of NAME would go (nothing is allocated)")
+    p.add_argument("--device-map", default="auto", choices=["auto", "balanced"])
+    p.add_argument(
+        "--max-memory", action="append", type=_budget, metavar="DEVICE=SIZE", help="e.g. cuda:0=8GiB (repeatable)"
+    )
+    with_registry(p)
+
+    endpoint_help = "a Hub-compatible server (default: HF_ENDPOINT, else huggingface.co)"
+    p = command("push", cmd_push, "Upload a model to a Hub repo: a folder written by `zoo save`, or a name to build.")
+    p.add_argument("source", metavar="DIR_OR_NAME")
+    p.add_argument("repo_id", metavar="REPO_ID", help="org/name")
+    p.add_argument("--branch", help="commit to this branch (created if missing); default main")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--message", help="the commit message")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+    p.add_argument("--max-shard-size", metavar="SIZE", help="split the weights into shards, e.g. 2GB or 500MiB")
+    p.add_argument("--input-shape", type=_shape, metavar="2,20", help="materialise lazy layers for this input")
+    p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights of a built name")
+    p.add_argument("--endpoint", help=endpoint_help)
+    with_registry(p)
+
+    p = command("pull", cmd_pull, "Fetch a model from a Hub repo (a declaration and safetensors, never code) and load it.")
+    p.add_argument("repo_id", metavar="REPO_ID", help="org/name, org/name@revision or hf://org/name@revision")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="also copy its files to this new folder")
+    p.add_argument("--revision", help="a branch, tag or full commit id; default main")
+    p.add_argument("--device", help="cpu (default), cuda:0, auto")
+    p.add_argument("--dtype", type=_dtype, help="convert floating-point tensors to float16, bfloat16, …")
+    p.add_argument("--cache-dir", help="default: HF_HUB_CACHE (~/.cache/huggingface/hub)")
+    p.add_argument("--offline", action="store_true", help="use the cache only, send no request (as HF_HUB_OFFLINE=1)")
+    p.add_argument("--endpoint", help=endpoint_help)
     return parser
 
 

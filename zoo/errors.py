@@ -54,6 +54,10 @@ class NotMaterializedError(ZooError, RuntimeError):
     """An operation needs concrete parameters but the model still has lazy ones."""
 
 
+class ShapeError(ZooError, ValueError):
+    """An input does not fit the model: its forward pass rejects the input's shape or dtype."""
+
+
 class WeightsError(ZooError, ValueError):
     """A weights file is missing, corrupt, unsafe, or does not fit the model."""
 

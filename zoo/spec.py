@@ -131,6 +131,16 @@ def parse_text(text: str, file: str = "<string>", origin: str = "user") -> dict[
     return entries
 
 
+def parse_declaration(name: str, body: Mapping[str, Any], file: str = "<declaration>", origin: str = "user") -> Entry:
+    """An entry from TOML-shaped data, such as a saved model's resolved declaration (config.json).
+
+    Messages name `file` (no line numbers: the data did not come from TOML text).
+    """
+    if not isinstance(body, Mapping):
+        raise SpecError(f"{file}: {name}: a declaration must be a table, got {_kind(body)}")
+    return _Parser(file, {}, origin).entry(name, dict(body))
+
+
 def parse_value(text: str) -> Any:
     """A `--set k=v` value: TOML syntax when it parses (3, 1e-3, true, [2, 3]), else a string."""
     try:
