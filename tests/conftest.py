@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+# huggingface_hub reads these at import: keep the suite's caches and Xet logs out of ~, and
+# never ask the real Hub for telemetry (there is no network here, so it would wait for a timeout).
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="zoo-tests-hf-"))
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest
 
