@@ -67,6 +67,7 @@ def test_check_a_file_that_is_not_toml(capsys: pytest.CaptureFixture[str], write
         (["build", "mlp", "--input-shape", "two,20"], "'two,20' is not a shape"),
         (["build", "mlp", "--input-shape", "2,30"], "forward of 'mlp' on an input of shape (2, 30) failed"),
         (["build", "lazy_mlp"], "'lazy_mlp' declares no example `input`; pass one, e.g. --input-shape 2,20"),
+        (["save", "lazy_mlp", "never-written"], "its shapes are unknown; pass one, e.g. --input-shape 2,20"),
         (["build", "mlp", "--set", "hiden=3"], "Did you mean 'hidden'?"),
         (["show", "nest_mpl"], "Did you mean 'nest_mlp'?"),
         (["build", "mlp", "--registry", "/nonexistent.toml"], "registry file not found: /nonexistent.toml"),

@@ -183,7 +183,12 @@ def cmd_save(args: argparse.Namespace) -> int:
     import zoo
     from zoo.devices import human_bytes
 
+    from zoo import lazy
+    from zoo.errors import ZooError
+
     model = zoo.build(args.name, registry=_registry(args), input_shape=args.input_shape, **dict(args.set))
+    if lazy.is_lazy(model):  # the API's message names zoo.materialize; at the CLI the answer is a flag
+        raise ZooError(f"'{args.name}' declares no example `input`, so its shapes are unknown; pass one, e.g. --input-shape 2,20")
     folder = zoo.save(model, args.dir, max_shard_size=args.max_shard_size, dtype=args.dtype)
     print(f"saved '{args.name}' to {folder}/")
     for file in sorted(folder.iterdir()):

@@ -52,6 +52,7 @@ from zoo.errors import ArgumentError, DeviceError, NotMaterializedError, did_you
 
 DeviceArg = str | int | torch.device | None
 MemoryArg = Mapping[str | int | torch.device, int | str] | None
+DeviceMapArg = str | Mapping[str, DeviceArg]  # "auto", "balanced", or {module path: device}
 
 logger = logging.getLogger("zoo")
 

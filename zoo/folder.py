@@ -19,7 +19,7 @@ import contextlib
 import json
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,15 @@ from torch.nn.parameter import UninitializedParameter
 
 from zoo import builder, devices, fsio, lazy, weights
 from zoo.builder import RegistryArg
-from zoo.errors import NotMaterializedError, UnknownNameError, WeightsError, ZooError, did_you_mean, listing
+from zoo.errors import (
+    DeviceError,
+    NotMaterializedError,
+    UnknownNameError,
+    WeightsError,
+    ZooError,
+    did_you_mean,
+    listing,
+)
 from zoo.registry import Registry
 
 CONFIG_FILE = "config.json"
@@ -50,6 +58,7 @@ class SavedConfig:
     provenance: dict[str, str]  # block type → "distribution version" that provided it
     zoo_version: str
     save_id: str | None  # the same id is in every weights file of the save
+    saved_on: str | None = None  # the device the parameters were on ("cuda:0"), for a notice on load
 
 
 # --- saving ----------------------------------------------------------------------------------
@@ -145,6 +154,7 @@ def config_text(model: nn.Module, save_id: str) -> str | None:
         "declaration": info.declaration,
         "input_shape": list(info.input_shape) if info.input_shape else None,
         "provenance": info.provenance,
+        "saved_on": _saved_on(model),
         "overrides": {k: v if isinstance(v, (bool, int, float, str)) else repr(v) for k, v in info.overrides.items()},
     }
     try:
@@ -154,6 +164,11 @@ def config_text(model: nn.Module, save_id: str) -> str | None:
             f"'{info.name}' cannot be saved with its declaration: {err} (an argument that is no TOML value?). "
             f"Declare it with plain values, or save the weights alone: zoo.save_tensors(model.state_dict(), path)"
         ) from err
+
+
+def _saved_on(model: nn.Module) -> str | None:
+    first = next(iter(model.parameters()), None)
+    return str(first.device) if first is not None else None
 
 
 def _not_ours(folder: Path, name: str) -> bool:
@@ -239,6 +254,8 @@ def load(
     path: str | Path,
     *,
     device: devices.DeviceArg = None,
+    device_map: devices.DeviceMapArg | None = None,
+    max_memory: devices.MemoryArg = None,
     dtype: torch.dtype | None = None,
     strict: bool = True,
     registry: RegistryArg = None,
@@ -252,7 +269,12 @@ def load(
     Args:
         path: the folder; or a Hub repo, "hf://org/name" or "hf://org/name@revision", which
             zoo.pull fetches (settings from HF_ENDPOINT, HF_HUB_CACHE, HF_HUB_OFFLINE).
-        device: where the tensors go ("cpu" by default, "cuda:0", "auto").
+        device: where the tensors go ("cpu" by default, "cuda:0", "auto"). A checkpoint saved on
+            a GPU this machine lacks loads onto the CPU, with one line on the "zoo" logger.
+        device_map: spread the model over devices instead: "auto", "balanced" or {module path:
+            device} (see zoo.plan); each tensor is read from the file straight onto its device,
+            and inputs follow the blocks by themselves. Not together with `device`.
+        max_memory: per-device budgets for `device_map`, e.g. {"cuda:0": "10GiB", "cpu": "30GiB"}.
         dtype: convert floating-point tensors to this precision.
         strict: raise on any missing, unexpected or mismatched key (default). When False, the
             model is built normally (random initial values), what fits is loaded, and the
@@ -269,17 +291,23 @@ def load(
     if isinstance(path, str) and path.startswith("hf://"):  # before Path(), which would fold the "//"
         from zoo import hub  # only Hub loads pay for importing huggingface_hub
 
-        return hub.pull(path, device=device, dtype=dtype, strict=strict, registry=registry)
+        return hub.pull(
+            path, device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
+            registry=registry,
+        )
+    if device is not None and device_map is not None:
+        raise DeviceError(f"load {path}: pass device= or device_map=, not both.")
     folder = Path(path)
     fsio.recover(folder)
-    target = devices.resolve(device) if device is not None else None
+    target = devices.resolve(device) if device is not None else None  # a missing device fails before reading
+    placement = _Placement(target, device_map, max_memory, dtype)
     # Another process may replace the folder while this one reads it (zoo.save swaps the whole
     # folder in). A read that mixes two saves fails on their save ids and a file may vanish
     # under it; when the folder's identity changed meanwhile, that is the cause: read again.
     for attempt in range(_ATTEMPTS):
         before = fsio.identity(folder)
         try:
-            return _load_once(folder, target, dtype, strict, registry)
+            return _load_once(folder, placement, dtype, strict, registry)
         except (WeightsError, FileNotFoundError) as err:
             if fsio.identity(folder) == before or attempt == _ATTEMPTS - 1:
                 if isinstance(err, FileNotFoundError):
@@ -291,8 +319,28 @@ def load(
 _ATTEMPTS = 5  # reads interrupted by another process's save, before giving up
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Where a load puts each tensor: one device, or a device map planned once the model's shapes are known."""
+
+    device: torch.device | None
+    device_map: devices.DeviceMapArg | None
+    max_memory: devices.MemoryArg
+    dtype: torch.dtype | None
+
+    def plan(self, model: nn.Module) -> devices.Plan | None:
+        if self.device_map is None:
+            return None
+        return devices.plan(model, device_map=self.device_map, max_memory=self.max_memory, dtype=self.dtype)
+
+    def target(self, config: SavedConfig, folder: Path) -> torch.device | None:
+        if self.device is None and config.saved_on is not None:  # a GPU checkpoint on a CPU-only machine: say so
+            devices.for_checkpoint(None, config.saved_on, source=str(folder))
+        return self.device
+
+
 def _load_once(
-    folder: Path, target: torch.device | None, dtype: torch.dtype | None, strict: bool, registry: RegistryArg
+    folder: Path, placement: _Placement, dtype: torch.dtype | None, strict: bool, registry: RegistryArg
 ) -> nn.Module:
     config = read_config(folder)
     if config is None:
@@ -308,10 +356,14 @@ def _load_once(
                 f"{folder}: {CONFIG_FILE} (save {config.save_id}) and the weights (save {stored.save_id}) come from "
                 f"different saves; save the model again"
             )
-        model = _load_fast(config, reg, folder, stored, target, dtype) if strict else None
+        target = placement.target(config, folder)
+        model = _load_fast(config, reg, folder, stored, placement, target, dtype) if strict else None
         if model is None:
             model = _load_slow(config, reg, folder, stored, strict)
-            if target is not None or dtype is not None:
+            plan = placement.plan(model)
+            if plan is not None:
+                devices.dispatch(model, plan)  # moves each block once, to its device
+            elif target is not None or dtype is not None:
                 model.to(device=target, dtype=dtype)
     return model.eval()
 
@@ -321,6 +373,7 @@ def _load_fast(
     reg: Registry,
     folder: Path,
     stored: weights.StoredTensors,
+    placement: _Placement,
     device: torch.device | None,
     dtype: torch.dtype | None,
 ) -> nn.Module | None:
@@ -337,8 +390,12 @@ def _load_fast(
             if config.input_shape is None:
                 raise
             return None  # a lazy layer zoo cannot size from shapes alone: materialise it by a forward
-    weights.apply_stored(model, stored, report, device=device, dtype=dtype)
-    _compute_buffers(model, config, reg, folder, device, dtype)
+    plan = placement.plan(model)  # shapes are known now; nothing is allocated yet
+    where = plan.device_for if plan is not None else device
+    weights.apply_stored(model, stored, report, device=where, dtype=dtype)
+    _compute_buffers(model, config, reg, folder, where, dtype)
+    if plan is not None:
+        devices.dispatch(model, plan)  # every tensor is in place: this only installs the input hooks
     return model
 
 
@@ -406,9 +463,10 @@ def read_config(folder: str | Path) -> SavedConfig | None:
     for ok, message in checks:
         if not ok:
             raise WeightsError(f"{file}: {message}")
-    save_id = data.get("save_id")
+    save_id, saved_on = data.get("save_id"), data.get("saved_on")
     return SavedConfig(data["name"], data["declaration"], tuple(shape) if shape else None, provenance,
-                       str(data.get("zoo_version", "?")), save_id if isinstance(save_id, str) else None)
+                       str(data.get("zoo_version", "?")), save_id if isinstance(save_id, str) else None,
+                       saved_on if isinstance(saved_on, str) else None)
 
 
 def _build(config: SavedConfig, reg: Registry, folder: Path) -> nn.Module:
@@ -456,7 +514,7 @@ def _compute_buffers(
     config: SavedConfig,
     reg: Registry,
     folder: Path,
-    device: torch.device | None,
+    device: torch.device | Callable[[str], torch.device] | None,
     dtype: torch.dtype | None,
 ) -> None:
     """Give real values to buffers no file holds (non-persistent ones, computed by constructors).
@@ -473,8 +531,14 @@ def _compute_buffers(
             value = computed[key]
             if dtype is not None and value.is_floating_point():
                 value = value.to(dtype)
-            model.get_submodule(prefix)._buffers[name] = value.to(device) if device is not None else value
-    left = [key for key, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+            where = device(key) if callable(device) else device
+            model.get_submodule(prefix)._buffers[name] = value.to(where) if where is not None else value
+    def meant_for_meta(key: str) -> bool:  # a device map may place blocks on meta on purpose
+        where = device(key) if callable(device) else device
+        return where is not None and torch.device(where).type == "meta"
+
+    tensors = (*model.named_parameters(), *model.named_buffers())
+    left = [key for key, t in tensors if t.is_meta and not meant_for_meta(key)]
     if left:  # strict loading rules this out; a block that creates tensors in forward could still get here
         raise WeightsError(f"{folder}: these tensors got no values: {listing(left)}")
 

@@ -232,7 +232,8 @@ def pull(
     *,
     revision: str | None = None,
     device: devices.DeviceArg = None,
-    device_map: str | Mapping[str, devices.DeviceArg] | None = None,
+    device_map: devices.DeviceMapArg | None = None,
+    max_memory: devices.MemoryArg = None,
     dtype: torch.dtype | None = None,
     cache_dir: str | Path | None = None,
     local_files_only: bool = False,
@@ -254,7 +255,9 @@ def pull(
         revision: a branch, tag or full commit id; default main.
         device: where the tensors go, as for zoo.load ("cpu" by default, "cuda:0", "auto").
         device_map: spread the model over devices instead: "auto", "balanced" or
-            {module path: device}, as for zoo.plan; not together with `device`.
+            {module path: device}, as for zoo.plan; not together with `device`. Each tensor is
+            read from the cache straight onto its device.
+        max_memory: per-device budgets for `device_map`.
         dtype: convert floating-point tensors to this precision.
         cache_dir: default HF_HUB_CACHE (~/.cache/huggingface/hub).
         local_files_only: use the cache only and send no request (as HF_HUB_OFFLINE=1 does).
@@ -285,9 +288,10 @@ def pull(
         token=token,
         endpoint=endpoint,
     )
-    model = zoo_folder.load(snapshot.folder, device=device, dtype=dtype, strict=strict, registry=registry)
-    if device_map is not None:  # loaded memory-mapped on the CPU: each block then moves once, to its device
-        devices.dispatch(model, devices.plan(model, device_map=device_map))
+    model = zoo_folder.load(
+        snapshot.folder, device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
+        registry=registry,
+    )
     model.__dict__["zoo_source"] = HubSource(snapshot.repo_id, snapshot.revision, snapshot.commit, _endpoint(endpoint))
     return model
 

@@ -23,7 +23,7 @@ import math
 import re
 import struct
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -561,11 +561,13 @@ def apply_stored(
     stored: StoredTensors,
     report: LoadReport,
     *,
-    device: str | torch.device | None = None,
+    device: str | torch.device | Callable[[str], torch.device] | None = None,
     dtype: torch.dtype | None = None,
 ) -> None:
     """Put the stored tensors that fit into `model`: copied into real tensors, assigned (no copy) to meta ones.
 
+    `device` is one device for every tensor, or a function of the state-dict key (a device
+    map's `Plan.device_for`): each tensor is read from the file straight onto its device.
     Ties are kept: places that held one tensor before hold one after, and so do stored aliases.
     """
     places = _places(model)
@@ -582,7 +584,8 @@ def apply_stored(
                 tensor = stored.tensor(target)
                 if dtype is not None and tensor.is_floating_point():
                     tensor = tensor.to(dtype)
-                converted[target] = tensor.to(device) if device is not None else tensor
+                where = device(key) if callable(device) else device  # a tied tensor goes with its first user
+                converted[target] = tensor.to(where) if where is not None else tensor
                 bar.update(stored.infos[target].nbytes)
             (assign if current.is_meta else copy)[key] = converted[target]
         with torch.no_grad():
