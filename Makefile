@@ -7,7 +7,7 @@ PLUGINS := $(wildcard plugins/*/pyproject.toml)
 # Plugins install non-editable (real entry points), so their sources are prerequisites too.
 PLUGIN_SOURCES := $(wildcard plugins/*/*/*.py plugins/*/*/*.toml)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/pip install -q -e ".[lint]"
+	$(BIN)/ruff check zoo tests bench plugins
+	$(BIN)/ruff format --check zoo tests bench plugins
+	$(BIN)/mypy zoo
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"

@@ -153,9 +153,12 @@ def main() -> None:
     repeats = 1 if args.quick else REPEATS
     cold = args.cold and _drop_caches()
     notes = [
-        "page cache: " + ("dropped before every run (cold)" if cold else
-                          "warm (both files read once before timing)" + (" — --cold was refused: not root?" if args.cold
-                                                                      else "")),
+        "page cache: "
+        + (
+            "dropped before every run (cold)"
+            if cold
+            else "warm (both files read once before timing)" + (" — --cold was refused: not root?" if args.cold else "")
+        ),
         f"median of {repeats} runs per case, each in a fresh process; cases interleaved",
         "goal: zoo.load within 1.5x the floor and at least 5x faster than eager",
     ]
@@ -169,7 +172,7 @@ def main() -> None:
                 _warm(folder)  # 23 GB of RAM or so keeps both files cached from here on
             results: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
             for repeat in range(repeats):
-                order = CASES[repeat % len(CASES):] + CASES[: repeat % len(CASES)]
+                order = CASES[repeat % len(CASES) :] + CASES[: repeat % len(CASES)]
                 for case in order:
                     results[case].append(_run(case, folder, registry, cold))
             floor = statistics.median(r["seconds"] for r in results["floor"])
@@ -178,16 +181,26 @@ def main() -> None:
                 seconds = statistics.median(r["seconds"] for r in results[case])
                 peak = max(r["peak_rss"] for r in results[case])
                 added = statistics.median(r["peak_rss"] - r["base_rss"] for r in results[case])
-                rows.append({
-                    "size_gb": round(size_gb, 2), "method": case, "seconds": seconds,
-                    "vs_floor": seconds / floor, "eager_over_this": eager / seconds,
-                    "peak_rss_gb": peak / 1e9, "added_rss_gb": added / 1e9,
-                })
+                rows.append(
+                    {
+                        "size_gb": round(size_gb, 2),
+                        "method": case,
+                        "seconds": seconds,
+                        "vs_floor": seconds / floor,
+                        "eager_over_this": eager / seconds,
+                        "peak_rss_gb": peak / 1e9,
+                        "added_rss_gb": added / 1e9,
+                    }
+                )
             shutil.rmtree(folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report("load: zoo.load vs eager (build + torch.load + load_state_dict) vs the memory-copy floor", rows, args.json,
-           notes=notes)
+    report(
+        "load: zoo.load vs eager (build + torch.load + load_state_dict) vs the memory-copy floor",
+        rows,
+        args.json,
+        notes=notes,
+    )
     for note in notes:
         print(f"- {note}")
 

@@ -131,8 +131,12 @@ def test_a_checkpoint_without_optimizer_state(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"step": -1}, "step"), ({"step": "3"}, "step"), ({"step": True}, "step"),
-     ({"step": 1, "keep_last": 0}, "keep_last")],
+    [
+        ({"step": -1}, "step"),
+        ({"step": "3"}, "step"),
+        ({"step": True}, "step"),
+        ({"step": 1, "keep_last": 0}, "keep_last"),
+    ],
 )
 def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict[str, object], match: str) -> None:
     model, _ = setup()
@@ -186,6 +190,7 @@ _TRAIN = textwrap.dedent(
 @pytest.mark.slow
 def test_a_training_loop_killed_mid_run_resumes_from_the_last_complete_checkpoint(tmp_path: Path) -> None:
     steps = 16
+
     def command(name: str) -> list[str]:
         return [sys.executable, "-c", _TRAIN, str(tmp_path / name), str(steps), str(tmp_path / f"{name}.out")]
 

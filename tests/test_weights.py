@@ -148,8 +148,13 @@ def _round_trip(names: list[str], tmp: Path) -> dict[str, tuple[nn.Module, Any, 
         with torch.no_grad():
             ours[name] = (model, model(x) if x is not None else None)
         zoo.save(model, tmp / name)
-        jobs.append({"dir": str(tmp / name), "input": str(tmp / f"{name}.input") if x is not None else None,
-                     "out": str(tmp / f"{name}.out")})
+        jobs.append(
+            {
+                "dir": str(tmp / name),
+                "input": str(tmp / f"{name}.input") if x is not None else None,
+                "out": str(tmp / f"{name}.out"),
+            }
+        )
     command = [sys.executable, "-c", _LOADER, json.dumps(jobs)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -232,8 +237,11 @@ def test_config_json_carries_declaration_provenance_and_version(tmp_path: Path) 
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["name"] == "mlp" and config["zoo_version"] == zoo.__version__
     assert config["declaration"]["layers"]["hidden"] == {"type": "Linear", "in_features": 20, "out_features": 32}
-    assert config["provenance"] == {"Linear": f"zoo {zoo.__version__}", "ReLU": f"zoo {zoo.__version__}",
-                                    "Sequential": f"zoo {zoo.__version__}"}
+    assert config["provenance"] == {
+        "Linear": f"zoo {zoo.__version__}",
+        "ReLU": f"zoo {zoo.__version__}",
+        "Sequential": f"zoo {zoo.__version__}",
+    }
     assert config["input_shape"] == [2, 20] and config["overrides"] == {"hidden": 32}
     loaded = zoo.load(tmp_path / "m")
     assert loaded.hidden.out_features == 32 and loaded.zoo_info.name == "mlp"
@@ -498,8 +506,15 @@ def test_load_weights_into_a_lazy_model(tmp_path: Path) -> None:
 
 
 def test_a_lazy_model_that_does_not_fit_is_left_lazy(tmp_path: Path) -> None:
-    save_file({"0.weight": torch.ones(5, 7), "0.bias": torch.zeros(5), "2.weight": torch.ones(10, 5),
-               "2.bias": torch.zeros(10)}, tmp_path / "w.safetensors")
+    save_file(
+        {
+            "0.weight": torch.ones(5, 7),
+            "0.bias": torch.zeros(5),
+            "2.weight": torch.ones(10, 5),
+            "2.bias": torch.zeros(10),
+        },
+        tmp_path / "w.safetensors",
+    )
     lazy_model = zoo.build("lazy_mlp")  # LazyLinear(256) first: 5 outputs cannot fit
     with pytest.raises(WeightsError, match="0.weight"):
         zoo.load_weights(lazy_model, tmp_path / "w.safetensors")
@@ -548,8 +563,13 @@ def test_files_zoo_did_not_write_are_kept_and_its_own_replaced(tmp_path: Path) -
     (target / "extras").mkdir()
     (target / "extras" / "notes.txt").write_text("mine")
     zoo.save(zoo.build("mlp"), target)  # one file now: the old shards and index must go
-    assert sorted(p.name for p in target.iterdir()) == ["README.md", "config.json", "extras", "model.safetensors",
-                                                       "tokenizer.json"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "README.md",
+        "config.json",
+        "extras",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
     assert (target / "extras" / "notes.txt").read_text() == "mine"
     (target / "README.md").write_text("# my own card\n")
     zoo.save(zoo.build("mlp"), target)
@@ -668,8 +688,11 @@ def test_an_optimizer_state_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("obj", "where"),
-    [({"a": [1, object()]}, r"obj\['a'\]\[1\] is a object"), ({(1, 2): torch.ones(1)}, "dict keys must be str or int"),
-     ({"a": {1.5: 2}}, r"obj\['a'\]: dict keys")],
+    [
+        ({"a": [1, object()]}, r"obj\['a'\]\[1\] is a object"),
+        ({(1, 2): torch.ones(1)}, "dict keys must be str or int"),
+        ({"a": {1.5: 2}}, r"obj\['a'\]: dict keys"),
+    ],
 )
 def test_values_that_cannot_be_stored_are_placed(tmp_path: Path, obj: Any, where: str) -> None:
     with pytest.raises(ArgumentError, match=where):

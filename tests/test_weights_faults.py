@@ -232,8 +232,12 @@ def test_broken_shard_indexes_are_refused(tmp_path: Path) -> None:
 
 def test_corrupt_alias_metadata_is_refused(tmp_path: Path) -> None:
     tensors = {"2.weight": torch.ones(8, 8), "2.bias": torch.zeros(8)}
-    for aliases in ["{not json", json.dumps(["4.weight"]), json.dumps({"4.weight": "9.weight"}),
-                    json.dumps({"2.bias": "2.weight"})]:
+    for aliases in [
+        "{not json",
+        json.dumps(["4.weight"]),
+        json.dumps({"4.weight": "9.weight"}),
+        json.dumps({"2.bias": "2.weight"}),
+    ]:
         bad = tmp_path / "aliases.safetensors"
         save_file(tensors, bad, metadata={weights.ALIASES_KEY: aliases})
         model = nn.Sequential(nn.ReLU(), nn.ReLU(), nn.Linear(8, 8))
@@ -430,8 +434,11 @@ def test_two_processes_saving_to_one_path_leave_one_complete_checkpoint(zygote: 
     zygote.kill(b)
     saves = logged(tmp_path / "log_a") + logged(tmp_path / "log_b")
     assert len(saves) >= 4 and loads >= 1
-    check_complete(path, set(saves) | {max(logged(tmp_path / "log_a"), default=999) + 1,
-                                       max(logged(tmp_path / "log_b"), default=4999) + 1})
+    check_complete(
+        path,
+        set(saves)
+        | {max(logged(tmp_path / "log_a"), default=999) + 1, max(logged(tmp_path / "log_b"), default=4999) + 1},
+    )
 
 
 def _fill(value: float) -> Any:

@@ -1,8 +1,8 @@
 """zoo: a declarative model-zoo plugin registry for PyTorch.
 
-    import zoo
-    model = zoo.build("chimera")          # a ready nn.Module, from names declared in TOML
-    print(zoo.summary(model, input_shape=(2, 20)))
+import zoo
+model = zoo.build("chimera")          # a ready nn.Module, from names declared in TOML
+print(zoo.summary(model, input_shape=(2, 20)))
 """
 
 from typing import TYPE_CHECKING, Any

@@ -148,8 +148,9 @@ def _check_optimizer(optimizer: torch.optim.Optimizer, saved: Any, file: Path) -
     if saved is None:
         raise WeightsError(f"{file} holds no optimizer state (the checkpoint was saved without optimizer=)")
     groups = saved.get("param_groups") if isinstance(saved, dict) else None
-    if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
-                                               for g in groups):
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+    ):
         raise WeightsError(f"{file}: the optimizer state has no valid param_groups")
     have = [len(g["params"]) for g in optimizer.param_groups]
     stored = [len(g["params"]) for g in groups]

@@ -181,14 +181,15 @@ def _dtype(text: str) -> Any:
 
 def cmd_save(args: argparse.Namespace) -> int:
     import zoo
-    from zoo.devices import human_bytes
-
     from zoo import lazy
+    from zoo.devices import human_bytes
     from zoo.errors import ZooError
 
     model = zoo.build(args.name, registry=_registry(args), input_shape=args.input_shape, **dict(args.set))
     if lazy.is_lazy(model):  # the API's message names zoo.materialize; at the CLI the answer is a flag
-        raise ZooError(f"'{args.name}' declares no example `input`, so its shapes are unknown; pass one, e.g. --input-shape 2,20")
+        raise ZooError(
+            f"'{args.name}' declares no example `input`, so its shapes are unknown; pass one, e.g. --input-shape 2,20"
+        )
     folder = zoo.save(model, args.dir, max_shard_size=args.max_shard_size, dtype=args.dtype)
     print(f"saved '{args.name}' to {folder}/")
     for file in sorted(folder.iterdir()):
@@ -375,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", help=endpoint_help)
     with_registry(p)
 
-    p = command("pull", cmd_pull, "Fetch a model from a Hub repo (a declaration and safetensors, never code) and load it.")
+    p = command(
+        "pull", cmd_pull, "Fetch a model from a Hub repo (a declaration and safetensors, never code) and load it."
+    )
     p.add_argument("repo_id", metavar="REPO_ID", help="org/name, org/name@revision or hf://org/name@revision")
     p.add_argument("dir", nargs="?", metavar="DIR", help="also copy its files to this new folder")
     p.add_argument("--revision", help="a branch, tag or full commit id; default main")

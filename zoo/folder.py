@@ -292,7 +292,12 @@ def load(
         from zoo import hub  # only Hub loads pay for importing huggingface_hub
 
         return hub.pull(
-            path, device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
+            path,
+            device=device,
+            device_map=device_map,
+            max_memory=max_memory,
+            dtype=dtype,
+            strict=strict,
             registry=registry,
         )
     if device is not None and device_map is not None:
@@ -455,18 +460,28 @@ def read_config(folder: str | Path) -> SavedConfig | None:
     checks = [
         (isinstance(data.get("name"), str) and data["name"], "`name` must be a non-empty string"),
         (isinstance(data["declaration"], dict), "`declaration` must be a table"),
-        (shape is None or (isinstance(shape, list) and all(type(d) is int and d > 0 for d in shape)),
-         "`input_shape` must be null or a list of positive sizes"),
-        (isinstance(provenance, dict) and all(isinstance(v, str) for v in provenance.values()),
-         "`provenance` must map block names to 'distribution version'"),
+        (
+            shape is None or (isinstance(shape, list) and all(type(d) is int and d > 0 for d in shape)),
+            "`input_shape` must be null or a list of positive sizes",
+        ),
+        (
+            isinstance(provenance, dict) and all(isinstance(v, str) for v in provenance.values()),
+            "`provenance` must map block names to 'distribution version'",
+        ),
     ]
     for ok, message in checks:
         if not ok:
             raise WeightsError(f"{file}: {message}")
     save_id, saved_on = data.get("save_id"), data.get("saved_on")
-    return SavedConfig(data["name"], data["declaration"], tuple(shape) if shape else None, provenance,
-                       str(data.get("zoo_version", "?")), save_id if isinstance(save_id, str) else None,
-                       saved_on if isinstance(saved_on, str) else None)
+    return SavedConfig(
+        data["name"],
+        data["declaration"],
+        tuple(shape) if shape else None,
+        provenance,
+        str(data.get("zoo_version", "?")),
+        save_id if isinstance(save_id, str) else None,
+        saved_on if isinstance(saved_on, str) else None,
+    )
 
 
 def _build(config: SavedConfig, reg: Registry, folder: Path) -> nn.Module:
@@ -533,6 +548,7 @@ def _compute_buffers(
                 value = value.to(dtype)
             where = device(key) if callable(device) else device
             model.get_submodule(prefix)._buffers[name] = value.to(where) if where is not None else value
+
     def meant_for_meta(key: str) -> bool:  # a device map may place blocks on meta on purpose
         where = device(key) if callable(device) else device
         return where is not None and torch.device(where).type == "meta"

@@ -289,7 +289,12 @@ def pull(
         endpoint=endpoint,
     )
     model = zoo_folder.load(
-        snapshot.folder, device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
+        snapshot.folder,
+        device=device,
+        device_map=device_map,
+        max_memory=max_memory,
+        dtype=dtype,
+        strict=strict,
         registry=registry,
     )
     model.__dict__["zoo_source"] = HubSource(snapshot.repo_id, snapshot.revision, snapshot.commit, _endpoint(endpoint))

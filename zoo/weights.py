@@ -48,12 +48,25 @@ _SHARD_NAME = "model-{:05d}-of-{:05d}.safetensors"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 _CODES: dict[torch.dtype, str] = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL", torch.complex64: "C64",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+    torch.complex64: "C64",
 }
-for _name, _code in [("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2"),
-                     ("uint16", "U16"), ("uint32", "U32"), ("uint64", "U64")]:  # newer torch only
+for _name, _code in [
+    ("float8_e4m3fn", "F8_E4M3"),
+    ("float8_e5m2", "F8_E5M2"),
+    ("uint16", "U16"),
+    ("uint32", "U32"),
+    ("uint64", "U64"),
+]:  # newer torch only
     if hasattr(torch, _name):
         _CODES[getattr(torch, _name)] = _code
 _DTYPES = {code: dtype for dtype, code in _CODES.items()}
@@ -338,8 +351,18 @@ def parse_size(size: int | str) -> int:
     """
     if isinstance(size, int) and not isinstance(size, bool) and size > 0:
         return size
-    units = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
-             "gib": 2**30, "tib": 2**40}
+    units = {
+        "": 1,
+        "b": 1,
+        "kb": 10**3,
+        "mb": 10**6,
+        "gb": 10**9,
+        "tb": 10**12,
+        "kib": 2**10,
+        "mib": 2**20,
+        "gib": 2**30,
+        "tib": 2**40,
+    }
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", size) if isinstance(size, str) else None
     if match and match.group(2).lower() in units and float(match.group(1)) > 0:
         return int(float(match.group(1)) * units[match.group(2).lower()])
@@ -423,8 +446,9 @@ def _stored_nbytes(tensor: torch.Tensor, dtype: torch.dtype | None) -> int:
     return tensor.numel() * _stored_dtype(tensor, dtype).itemsize
 
 
-def _write(f: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], dtype: torch.dtype | None,
-           bar: Any) -> None:
+def _write(
+    f: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], dtype: torch.dtype | None, bar: Any
+) -> None:
     """One safetensors file: header, then each tensor's bytes, converted and copied to the host one at a time."""
     if sys.byteorder != "little":
         raise WeightsError("zoo writes safetensors (little-endian) on little-endian machines only")
@@ -458,8 +482,15 @@ def _write(f: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: Mapping[s
 
 def _progress(total: int, desc: str) -> Any:
     # disable=None: tqdm shows the bar only on a terminal, so logs and CI stay clean.
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
-                disable=True if total < PROGRESS_MIN_BYTES else None)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        leave=False,
+        disable=True if total < PROGRESS_MIN_BYTES else None,
+    )
 
 
 # --- fitting stored tensors to a model ------------------------------------------------------
@@ -738,7 +769,7 @@ def _decode(node: Any, stored: StoredTensors, tensor: Any, path: Path) -> Any:
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     if isinstance(node, dict) and len(node) == 1:
-        (kind, value), = node.items()
+        ((kind, value),) = node.items()
         if kind == "tensor" and isinstance(value, str) and value in stored:
             return tensor(stored.aliases.get(value, value))
         if kind in ("list", "tuple") and isinstance(value, list):
