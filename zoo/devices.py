@@ -38,7 +38,7 @@ import math
 import os
 import platform
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -863,17 +863,22 @@ def _mover(device: torch.device) -> Any:
     return move_inputs
 
 
+def map_tensors(value: Any, fn: Callable[[Any], Any], leaves: tuple[type, ...] = (torch.Tensor,)) -> Any:
+    """`value` with `fn` applied to every leaf (a tensor) inside tuples, lists and dicts; others as they are."""
+    if isinstance(value, leaves):
+        return fn(value)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple takes its fields positionally
+        return type(value)(*(map_tensors(v, fn, leaves) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(map_tensors(v, fn, leaves) for v in value)
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn, leaves) for k, v in value.items()}
+    return value
+
+
 def to_device(value: Any, device: torch.device) -> Any:
     """`value` with every tensor in it (through tuples, lists, dicts) on `device`; others as they are."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)  # no copy when it is there already
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple keeps its type
-        return type(value)(*(to_device(v, device) for v in value))
-    if isinstance(value, (tuple, list)):
-        return type(value)(to_device(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: to_device(v, device) for k, v in value.items()}
-    return value
+    return map_tensors(value, lambda tensor: tensor.to(device))  # no copy when it is there already
 
 
 # ---------------------------------------------------------------- text

@@ -388,13 +388,8 @@ def _load_fast(
     report = weights.check_fit(model.state_dict(keep_vars=True), stored)
     if report:
         raise weights.misfit_error(report, stored.where, f"the model its {CONFIG_FILE} declares")
-    if lazy.is_lazy(model):
-        try:
-            lazy.materialize_from_shapes(model, stored.shapes())
-        except NotMaterializedError:
-            if config.input_shape is None:
-                raise
-            return None  # a lazy layer zoo cannot size from shapes alone: materialise it by a forward
+    if not _size_from_headers(model, stored, config):
+        return None  # a lazy layer zoo cannot size from shapes alone: the slow path materialises it by a forward
     plan = placement.plan(model)  # shapes are known now; nothing is allocated yet
     where = plan.device_for if plan is not None else device
     weights.apply_stored(model, stored, report, device=where, dtype=dtype)
@@ -404,18 +399,27 @@ def _load_fast(
     return model
 
 
+def _size_from_headers(model: nn.Module, stored: weights.StoredTensors, config: SavedConfig) -> bool:
+    """Give lazy layers their shapes from the stored tensors; False when one needs a forward (and can have one)."""
+    if not lazy.is_lazy(model):
+        return True
+    try:
+        lazy.materialize_from_shapes(model, stored.shapes())
+    except NotMaterializedError:
+        if config.input_shape is None:
+            raise
+        return False
+    return True
+
+
 def _load_slow(
     config: SavedConfig, reg: Registry, folder: Path, stored: weights.StoredTensors, strict: bool
 ) -> nn.Module:
     """Build normally (initial values drawn), materialise, copy in what fits; keep a non-strict load's report."""
     model = _build(config, reg, folder)
-    if lazy.is_lazy(model):
-        try:
-            lazy.materialize_from_shapes(model, stored.shapes())
-        except NotMaterializedError:
-            if config.input_shape is None:
-                raise
-            lazy.materialize(model, input_shape=config.input_shape)
+    if not _size_from_headers(model, stored, config):
+        assert config.input_shape is not None  # _size_from_headers raised otherwise
+        lazy.materialize(model, input_shape=config.input_shape)
     report = weights.check_fit(model.state_dict(keep_vars=True), stored)
     if strict and report:
         raise weights.misfit_error(report, stored.where, f"the model its {CONFIG_FILE} declares")

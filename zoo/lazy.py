@@ -188,15 +188,7 @@ def _spec(tensor: torch.Tensor) -> _TensorSpec:
 
 def _map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
     """`value` with `fn` applied to every tensor (and _TensorSpec) inside tuples, lists and dicts."""
-    if isinstance(value, (torch.Tensor, _TensorSpec)):
-        return fn(value)
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple takes its fields positionally
-        return type(value)(*(_map_tensors(v, fn) for v in value))
-    if isinstance(value, (tuple, list)):
-        return type(value)(_map_tensors(v, fn) for v in value)
-    if isinstance(value, dict):
-        return {k: _map_tensors(v, fn) for k, v in value.items()}
-    return value
+    return devices.map_tensors(value, fn, leaves=(torch.Tensor, _TensorSpec))
 
 
 @dataclass(frozen=True)
