@@ -545,7 +545,8 @@ def register_input_rule(cls: type, rule: InputRule) -> None:
     """Teach `materialize_from_shapes` a lazy layer class (and its subclasses).
 
     Args:
-        cls: a LazyModuleMixin class.
+        cls: a LazyModuleMixin class. (A class may instead define a static method
+            `zoo_input_shape(shapes) -> input shape`, used when no rule is registered.)
         rule: `rule(layer, shapes) -> input shape`: given the layer and the shapes of its lazy
             tensors by local name ({"weight": (256, 20), "bias": (256,)}), the shape of an input
             (batch first) from which the layer's own `initialize_parameters` gives those shapes.
@@ -608,6 +609,9 @@ def _input_rule(cls: type) -> InputRule | None:
     for base in cls.__mro__:
         if base in _INPUT_RULES:
             return _INPUT_RULES[base]
+    own = getattr(cls, "zoo_input_shape", None)  # a lazy layer may answer for itself: no registration needed
+    if callable(own):
+        return lambda layer, shapes: own(shapes)
     return None
 
 
@@ -726,7 +730,8 @@ def _attrs_for(model: nn.Module, name: str, layer: nn.Module, shapes: dict[str, 
         raise NotMaterializedError(
             f"zoo does not know which input gives {_block(model, name, layer)} the shapes it was given. "
             f"{_how_to_materialize(model)} "
-            f"Or declare it with zoo.lazy.register_input_rule({type(layer).__name__}, rule)."
+            f"Or give {type(layer).__name__} a static method zoo_input_shape(shapes), or register one with "
+            f"zoo.lazy.register_input_rule({type(layer).__name__}, rule)."
         )
     prefix = f"{name}." if name else ""
     try:

@@ -180,3 +180,11 @@ def test_transformer_encoder_tiny_masks_with_valid_lens(registry: Registry) -> N
     assert model(X).shape == (2, 8, 32)
     masked = model[0](X, torch.tensor([8, 3]))
     torch.testing.assert_close(masked[0], model[0](X)[0])  # a full-length row is unchanged by the mask
+
+
+def test_learned_positions_are_sized_from_checkpoint_shapes_alone() -> None:
+    from zoo_attention.blocks import LazyLearnedPositions, LearnedPositions
+
+    layer = LazyLearnedPositions()
+    zoo.lazy.materialize_from_shapes(layer, {"pos_embedding": (1, 17, 32)})  # what a safetensors header gives
+    assert type(layer) is LearnedPositions and layer.pos_embedding.shape == (1, 17, 32)

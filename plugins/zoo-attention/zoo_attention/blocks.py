@@ -195,6 +195,11 @@ class LazyLearnedPositions(LazyModuleMixin, LearnedPositions):
                 self.pos_embedding.materialize((1, X.shape[1], X.shape[2]))  # (1, T, C)
                 self.reset_parameters()
 
+    @staticmethod
+    def zoo_input_shape(shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+        """The input that gives these shapes, so zoo can size the layer from a checkpoint: (1, T, C)."""
+        return shapes["pos_embedding"]
+
 
 class ClassHead(nn.Module):
     """d2l's ViT head: layer-normalise the class token's final state, then a linear classifier."""
