@@ -20,6 +20,7 @@ Prints "skipped: no CUDA device" and exits 0 where there is no GPU.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -81,7 +82,7 @@ def zoo_loaders(model: nn.Module, folder: Path) -> dict[str, Callable[[], Any]]:
     }
 
 
-def bench_loading(size_mib: int, repeats: int) -> None:
+def bench_loading(size_mib: int, repeats: int) -> list[dict[str, Any]]:
     from safetensors.torch import load_file, save_file
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,9 +106,13 @@ def bench_loading(size_mib: int, repeats: int) -> None:
     print(f"{'method':34} {'seconds':>9} {'GB/s':>8} {'× floor':>8}")
     for name, seconds in results.items():
         print(f"{name:34} {seconds:9.4f} {nbytes / seconds / 1e9:8.2f} {seconds / floor:8.2f}")
+    return [
+        {"case": name, "mib": round(nbytes / 2**20), "seconds": s, "gb_per_s": nbytes / s / 1e9, "vs_floor": s / floor}
+        for name, s in results.items()
+    ]
 
 
-def bench_syncs(steps: int, repeats: int) -> None:
+def bench_syncs(steps: int, repeats: int) -> list[dict[str, Any]]:
     import zoo
 
     x = torch.randn(256, 256, device=DEVICE)
@@ -131,6 +136,10 @@ def bench_syncs(steps: int, repeats: int) -> None:
     print(f"{'method':34} {'seconds':>9} {'× accumulator':>14}")
     print(f"{'.item() every step':34} {item_s:9.4f} {item_s / acc_s:14.2f}")
     print(f"{'Accumulator(sync_every=100)':34} {acc_s:9.4f} {1.0:14.2f}")
+    return [
+        {"case": f".item() every step ({steps} steps)", "seconds": item_s, "vs_floor": item_s / acc_s},
+        {"case": f"Accumulator(sync_every=100) ({steps} steps)", "seconds": acc_s, "vs_floor": 1.0},
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,12 +147,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, default=1024, help="checkpoint size (default 1024)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2000, help="steps of the sync benchmark")
+    parser.add_argument("--json", type=Path, help="write the results here (make bench collects them)")
+    parser.add_argument("--quick", action="store_true", help="a 128 MiB checkpoint and 2 repeats")
     args = parser.parse_args(argv)
+    title = "GPU: load straight to cuda vs load then .to() vs the host-to-device floor; syncs per step"
+    if args.quick:
+        args.size_mib, args.repeats, args.steps = 128, 2, 200
     if not torch.cuda.is_available():
         print("skipped: no CUDA device")
+        if args.json:
+            args.json.write_text(
+                json.dumps({"title": title, "rows": [], "notes": ["skipped: no CUDA device on this machine"]})
+            )
         return 0
-    bench_loading(args.size_mib, args.repeats)
-    bench_syncs(args.steps, args.repeats)
+    rows = bench_loading(args.size_mib, args.repeats) + bench_syncs(args.steps, args.repeats)
+    if args.json:
+        args.json.write_text(json.dumps({"title": title, "rows": rows, "device": torch.cuda.get_device_name(0)}))
     return 0
 
 
