@@ -149,7 +149,7 @@ def main() -> None:
 
     from bench.common import report
 
-    sizes = [1, 4] if args.quick else [8, 32]  # layers of 64 MiB: ~0.5 GB and ~2.1 GB
+    sizes = [1, 4] if args.quick else [2, 8, 16, 32]  # layers of 64 MiB: ~0.13, 0.5, 1.1 and 2.1 GB
     repeats = 1 if args.quick else REPEATS
     cold = args.cold and _drop_caches()
     notes = [
