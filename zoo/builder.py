@@ -13,9 +13,9 @@ from torch import nn
 
 from zoo import initrules, plugins
 from zoo.check import check_provider, children_style, split_overrides
+from zoo.declarations import ArgRef, Entry, Node, SharedRef, parse_declaration
 from zoo.errors import BuildError
 from zoo.registry import USER, Origin, Provider, Registry
-from zoo.spec import ArgRef, Entry, Node, SharedRef, parse_declaration
 
 RegistryArg = str | Path | Iterable[str | Path] | Registry | None
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from zoo.declarations import ArgRef, Entry, InitRule, Node, SharedRef
 from zoo.errors import ArgumentError, CycleError, SpecError, ZooError, did_you_mean, listing, nearest
 from zoo.registry import Provider, Registry
-from zoo.spec import ArgRef, Entry, InitRule, Node, SharedRef
 
 
 @dataclass

@@ -28,7 +28,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _setting(text: str) -> tuple[str, Any]:
-    from zoo.spec import parse_value
+    from zoo.declarations import parse_value
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -64,7 +64,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     import zoo
-    from zoo.spec import dump_entry
+    from zoo.declarations import dump_entry
 
     info = zoo.spec(args.name, registry=_registry(args), **dict(args.set))
     print(f"# {info.name}: {info.kind} from {info.origin}, defined at {info.source}")

@@ -23,9 +23,9 @@ from typing import Any
 import pluggy
 
 from zoo import hookspecs
+from zoo.declarations import Entry, Node, SharedRef, parse_file
 from zoo.errors import PluginError, UnknownNameError, did_you_mean, listing
 from zoo.registry import BUILTIN, USER, Origin, Registry, normalize_dist
-from zoo.spec import Entry, Node, SharedRef, parse_file
 
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 REGISTRY_ENV = "ZOO_REGISTRY"

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from zoo.declarations import Entry
 from zoo.errors import AmbiguousNameError, DuplicateNameError, UnknownNameError, did_you_mean, listing
-from zoo.spec import Entry
 
 BUILTIN = "zoo"  # distribution name of zoo's own default plugin
 USER = "user"  # origin of files given by ZOO_REGISTRY or registry=
