@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="zoo-tests-hf-"))
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest
+import torch
 
 import zoo
 from zoo.registry import Registry
@@ -36,3 +37,15 @@ def builtin_only() -> Iterator[Registry]:
     """A fresh registry with zoo's built-ins alone; in-process registrations vanish afterwards."""
     with zoo.isolated_registry() as registry:
         yield registry
+
+
+@pytest.fixture
+def gpus(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Pretend this machine has `n` CUDA devices and no MPS (only what zoo asks torch is faked)."""
+
+    def fake(n: int) -> None:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+    return fake

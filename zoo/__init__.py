@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo import checkpoint
 from zoo.api import build, names, register, spec
-from zoo.devices import Plan, dispatch, plan, try_all_gpus, try_gpu
+from zoo.devices import try_all_gpus, try_gpu
 from zoo.errors import (
     AmbiguousNameError,
     ArgumentError,
@@ -31,6 +31,7 @@ from zoo.folder import load, save
 from zoo.hookspecs import hookimpl
 from zoo.lazy import MetaFallbackWarning, materialize
 from zoo.metrics import Accumulator
+from zoo.placement import Plan, dispatch, plan
 from zoo.plugins import ZooPluginWarning
 from zoo.plugins import isolated as isolated_registry
 from zoo.summary import summary

@@ -39,6 +39,8 @@ from zoo.errors import (
     did_you_mean,
     listing,
 )
+from zoo.placement import Plan, dispatch
+from zoo.placement import plan as plan_placement
 from zoo.registry import Registry
 
 CONFIG_FILE = "config.json"
@@ -333,10 +335,10 @@ class _Placement:
     max_memory: devices.MemoryArg
     dtype: torch.dtype | None
 
-    def plan(self, model: nn.Module) -> devices.Plan | None:
+    def plan(self, model: nn.Module) -> Plan | None:
         if self.device_map is None:
             return None
-        return devices.plan(model, device_map=self.device_map, max_memory=self.max_memory, dtype=self.dtype)
+        return plan_placement(model, device_map=self.device_map, max_memory=self.max_memory, dtype=self.dtype)
 
     def target(self, config: SavedConfig, folder: Path) -> torch.device | None:
         if self.device is None and config.saved_on is not None:  # a GPU checkpoint on a CPU-only machine: say so
@@ -367,7 +369,7 @@ def _load_once(
             model = _load_slow(config, reg, folder, stored, strict)
             plan = placement.plan(model)
             if plan is not None:
-                devices.dispatch(model, plan)  # moves each block once, to its device
+                dispatch(model, plan)  # moves each block once, to its device
             elif target is not None or dtype is not None:
                 model.to(device=target, dtype=dtype)
     return model.eval()
@@ -395,7 +397,7 @@ def _load_fast(
     weights.apply_stored(model, stored, report, device=where, dtype=dtype)
     _compute_buffers(model, config, reg, folder, where, dtype)
     if plan is not None:
-        devices.dispatch(model, plan)  # every tensor is in place: this only installs the input hooks
+        dispatch(model, plan)  # every tensor is in place: this only installs the input hooks
     return model
 
 
