@@ -184,6 +184,17 @@ def test_build_places_parameters(write_toml: Callable[..., Path]) -> None:
     assert model.hidden.weight.dtype == torch.float64 and model.hidden.weight.device.type == "cpu"
 
 
+def test_build_refuses_a_dtype_or_shape_it_cannot_use() -> None:
+    with pytest.raises(
+        zoo.ArgumentError, match=r"dtype must be a floating-point torch.dtype .*'float16' \(pass torch.float16\)"
+    ):
+        zoo.build("mlp", dtype="float16")  # type: ignore[arg-type]
+    with pytest.raises(zoo.ArgumentError, match="input_shape must be a sequence of sizes such as"):
+        zoo.build("mlp", input_shape="2,20")  # type: ignore[arg-type]
+    with pytest.raises(zoo.ArgumentError, match="input_shape must be positive integer sizes"):
+        zoo.build("mlp", input_shape=(2, 0))
+
+
 def test_public_api_is_sorted_and_complete() -> None:
     assert zoo.__all__ == sorted(zoo.__all__)
     for name in zoo.__all__:

@@ -44,7 +44,13 @@ def test_missing_argument(write_toml: Callable[..., Path]) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [('"sixteen"', "expects int, got str 'sixteen'"), ("2.5", "expects int, got float 2.5"), ("true", "expects int")],
+    [
+        ('"sixteen"', "expects int, got str 'sixteen'"),
+        ("2.5", "expects int, got float 2.5"),
+        ("true", "expects int"),
+        ("{ a = 1 }", "expects int, got a table { a = 1 }"),
+        ("[1, 2]", "expects int, got an array [1, 2]"),
+    ],
 )
 def test_wrong_value_type(write_toml: Callable[..., Path], value: str, expected: str) -> None:
     path = write_toml(f'[a]\ntype = "Linear"\nin_features = {value}\nout_features = 2\n')
@@ -65,6 +71,7 @@ def test_cycles_are_found(write_toml: Callable[..., Path]) -> None:
     path = write_toml('[a]\nlayers = ["b"]\n[b]\nlayers = ["ReLU", "a"]\n[self]\ntype = "self"\n')
     messages = _problems(path)
     assert any("loop: a -> b -> a" in m for m in messages)
+    assert not any("loop: b -> a -> b" in m for m in messages)  # one loop, reported once
     assert any("loop: self -> self" in m for m in messages)
     with pytest.raises(zoo.CycleError):
         zoo.build("a", registry=path)

@@ -65,6 +65,9 @@ def test_check_a_file_that_is_not_toml(capsys: pytest.CaptureFixture[str], write
     [
         (["build", "mlp", "--set", "hidden"], "'hidden' is not KEY=VALUE"),
         (["build", "mlp", "--input-shape", "two,20"], "'two,20' is not a shape"),
+        (["build", "mlp", "--input-shape", "2,x"], "'2,x' is not a shape of positive sizes"),
+        (["build", "mlp", "--input-shape", "0,20"], "'0,20' is not a shape of positive sizes"),
+        (["build", "mlp", "--input-shape", "2,,20"], "'2,,20' is not a shape of positive sizes"),
         (["build", "mlp", "--input-shape", "2,30"], "forward of 'mlp' on an input of shape (2, 30) failed"),
         (["build", "lazy_mlp"], "'lazy_mlp' declares no example `input`; pass one, e.g. --input-shape 2,20"),
         (["save", "lazy_mlp", "never-written"], "its shapes are unknown; pass one, e.g. --input-shape 2,20"),
@@ -96,10 +99,35 @@ def test_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "registry.toml:4" in out and "[mlp]" in out and "out_features = 8" in out
 
 
-@pytest.mark.parametrize("command", ["list", "show", "build", "check", "plugins"])
+def _commands() -> list[str]:
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    return sorted(sub.choices)  # type: ignore[arg-type]
+
+
+def test_every_command_is_covered_here() -> None:
+    assert _commands() == sorted(
+        ["build", "check", "devices", "inspect", "list", "load", "plugins", "pull", "push", "save", "show"]
+    )
+
+
+@pytest.mark.parametrize("command", _commands())
 def test_help_everywhere(capsys: pytest.CaptureFixture[str], command: str) -> None:
     code, out, _ = run(capsys, command, "--help")
-    assert code == 0 and "usage: zoo" in out
+    assert code == 0 and f"usage: zoo {command}" in out
+
+
+def test_an_x_separated_shape_works(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "build", "mlp", "--input-shape", "3x20")
+    assert code == 0 and "output: (3, 10)" in out
+
+
+def test_warnings_reach_the_terminal_as_one_line() -> None:
+    script = Path(sys.executable).with_name("zoo")
+    env = {**__import__("os").environ, "ZOO_DISABLE_PLUGINS": "convnetz"}
+    done = subprocess.run([str(script), "list"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0
+    (line,) = [row for row in done.stderr.splitlines() if row.strip()]
+    assert line.startswith("zoo: warning: ZOO_DISABLE_PLUGINS names 'convnetz'") and "Did you mean 'convnets'" in line
 
 
 def test_the_installed_script_runs_in_a_fresh_process() -> None:

@@ -91,6 +91,14 @@ def test_missing_file() -> None:
         ('[a]\nlayers = [{ type = "ReLU", doc = "x" }]', "`doc` is allowed only on a top-level entry"),
         ('[a]\ntype = "ReLU"\ninit = { "*" = 3 }', "needs `fn`"),
         ('[a]\ntype = "ReLU"\nshared = { x = "@y" }', "cannot itself be a reference"),
+        ('["a:b"]\ntype = "ReLU"', "reg.toml:1: 'a:b': an entry name must start with a letter"),
+        ('[""]\ntype = "ReLU"', "reg.toml:1: '': an entry name must"),
+        ('["@x"]\ntype = "ReLU"', "'@x': an entry name must"),
+        ('["two words"]\ntype = "ReLU"', "'two words': an entry name must"),
+        (
+            '[a]\nargs = { w = 1 }\nlayers = ["${w}"]',
+            r"reg.toml:3: a -> layers\[0\]: '\$\{w\}' is an argument reference where a block",
+        ),
     ],
 )
 def test_malformed_declarations(body: str, message: str) -> None:

@@ -200,3 +200,26 @@ def test_gpu_resolve_build_and_inventory() -> None:
     assert {p.device.type for p in model.parameters()} == {"cuda"}
     cuda0 = next(i for i in devices.inventory() if i.device == "cuda:0")
     assert cuda0.total is not None and cuda0.free is not None and 0 < cuda0.free <= cuda0.total
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(1, 1), ("2GB", 2 * 10**9), ("1.5 GiB", 3 * 2**29), ("500mb", 5 * 10**8), (".5KB", 500)]
+)
+def test_sizes_read_as_people_write_them(value: Any, expected: int) -> None:
+    assert devices.parse_size(value, "size") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("0.5", "'0.5' is 0 bytes; it must be at least 1 byte"),
+        (0, "0 is 0 bytes"),
+        (-3, "-3 is negative"),
+        ("2 GiBs", "'2 GiBs' is not a size. Did you mean 'gib'?"),
+        (True, "True is not a size"),
+    ],
+)
+def test_sizes_that_are_no_size(value: Any, fragment: str) -> None:
+    with pytest.raises(zoo.ArgumentError) as caught:
+        devices.parse_size(value, "max_shard_size")
+    assert str(caught.value).startswith("max_shard_size: ") and fragment in str(caught.value)

@@ -319,8 +319,11 @@ def test_repeated_drops_give_a_clear_error_and_no_corrupt_cache(server: HubServe
 def test_an_unreachable_server_is_a_clear_error(cache: Path) -> None:
     with pytest.raises(HubError, match=r"cannot pull org/chimera@main: the connection to http://127\.0\.0\.1:9 failed"):
         zoo.pull(REPO, endpoint="http://127.0.0.1:9", cache_dir=cache)
-    with pytest.raises(HubError, match=r"cannot push to org/chimera: the connection to http://127\.0\.0\.1:9 failed"):
+    with pytest.raises(
+        HubError, match=r"cannot push to org/chimera: the connection to http://127\.0\.0\.1:9 failed"
+    ) as push:
         zoo.push(chimera(), REPO, endpoint="http://127.0.0.1:9", token="test-token")
+    assert "HF_HUB_OFFLINE" not in str(push.value)  # the cache cannot stand in for a push
 
 
 class RefusingServer(HubServer):

@@ -47,6 +47,9 @@ def build(
         >>> zoo.build("Linear", in_features=3, out_features=4)
     """
     target = devices.resolve(device) if device is not None else None  # a missing GPU fails before building
+    devices.check_dtype(dtype)
+    if input_shape is not None:
+        input_shape = lazy.check_shape(input_shape)
     model = builder.build(name, registry=registry, **overrides)
     info = builder.build_info(model)
     shape = input_shape if input_shape is not None else (info.input_shape if info else None)

@@ -55,7 +55,17 @@ def check_registry(registry: Registry, origins: set[str] | None = None) -> list[
             continue
         if chosen.entry is not None:
             errors.extend(check_provider(registry, chosen, {}))
-    return errors
+    unique: dict[str, ZooError] = {}  # a cycle a -> b -> a is found from a and from b: report it once
+    for err in errors:
+        unique.setdefault(_cycle_key(err), err)
+    return list(unique.values())
+
+
+def _cycle_key(err: ZooError) -> str:
+    if not isinstance(err, CycleError):
+        return str(err)
+    chain = str(err).rsplit("loop: ", 1)[-1].rstrip(".").split(" -> ")[:-1]
+    return "cycle:" + ",".join(sorted(chain))
 
 
 def split_overrides(entry: Entry, overrides: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -196,8 +206,7 @@ def _check_call(
         if value is not _UNRESOLVED and expected is not None and _matches(value, expected) is False:
             ctx.errors.append(
                 ArgumentError(
-                    f"{key_at}: {where} -> {key}: {type_name} expects {_type_name(expected)}, "
-                    f"got {type(value).__name__} {value!r}."
+                    f"{key_at}: {where} -> {key}: {type_name} expects {_type_name(expected)}, got {_describe(value)}."
                 )
             )
     for name, param in named.items():
@@ -305,6 +314,15 @@ def _matches(value: Any, expected: Any) -> bool | None:
             )
         return all(_matches(v, args[0]) is not False for v in value)
     return None  # a class zoo cannot build from TOML (torch.dtype, nn.Module, ...): don't guess
+
+
+def _describe(value: Any) -> str:
+    """A TOML value as the user wrote it: 'a table { a = 1 }', 'str 'sixteen'', 'an array [1, 2]'."""
+    if isinstance(value, Mapping):
+        return "a table {" + ", ".join(f" {k} = {v!r}" for k, v in value.items()) + " }"
+    if isinstance(value, tuple):
+        return f"an array {list(value)!r}"
+    return f"{type(value).__name__} {value!r}"
 
 
 def _type_name(expected: Any) -> str:

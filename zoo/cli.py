@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,13 +20,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a shape; write it as 2,20") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a shape of positive sizes; write it as 2,20")
-    return shape
+    parts = re.split(r"[,x]", text.strip())
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a shape of positive sizes; write it as 2,20 (or 2x20)")
+    return tuple(int(p) for p in parts)
 
 
 def _setting(text: str) -> tuple[str, Any]:
@@ -391,9 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """Warnings as one line for people (zoo's are written for users), not Python's source excerpt."""
+    text = str(message)
+    print(f"zoo: warning: {text.removeprefix('zoo: ')}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
     from zoo.errors import ZooError
 
-    args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except ZooError as err:

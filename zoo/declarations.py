@@ -33,6 +33,7 @@ from zoo.errors import RegistryFileError, SpecError, nearest
 ENTRY_KEYS = ("type", "doc", "input", "args", "layers", "shared", "init", "replace")
 NODE_KEYS = ("type", "layers", "shared", "init")  # reserved keys allowed on a nested block
 _ARG_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")  # what a bare string in `layers` and `DIST:name` can say
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -167,6 +168,13 @@ class _Parser:
 
     def entry(self, name: str, body: Any) -> Entry:
         keys: tuple[Any, ...] = (name,)
+        if not _NAME.match(name):
+            raise self.fail(
+                keys,
+                repr(name),
+                "an entry name must start with a letter or _ and hold only letters, digits, "
+                "'_', '-' and '.' (':' qualifies names, '@' and '${' are references, and globs match names)",
+            )
         if not isinstance(body, dict):
             raise self.fail(keys, name, f"an entry must be a table ([{name}]), got {_kind(body)}")
         doc = body.get("doc", "")
@@ -200,6 +208,13 @@ class _Parser:
         if isinstance(value, str):
             if value.startswith("@"):
                 return SharedRef(value[1:], path, self.loc(keys))
+            if value.startswith("${"):
+                raise self.fail(
+                    keys,
+                    path,
+                    f"'{value}' is an argument reference where a block is expected; "
+                    'arguments give values to keyword arguments, e.g. { type = "Linear", out_features = "${hidden}" }',
+                )
             return Node(type=value, kwargs=_EMPTY, path=path, loc=self.loc(keys))
         if isinstance(value, dict):
             return self.node(value, keys, path)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from zoo.errors import DeviceError, did_you_mean, listing
+from zoo.errors import ArgumentError, DeviceError, ZooError, did_you_mean, listing
 
 DeviceArg = str | int | torch.device | None
 MemoryArg = Mapping[str | int | torch.device, int | str] | None
@@ -221,3 +222,50 @@ def human_bytes(n: int | None) -> str:
             return f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:,.1f} TiB"
+
+
+# ---------------------------------------------------------------- sizes and precisions
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+
+def parse_size(value: int | str, what: str, *, error: type[ZooError] = ArgumentError, zero: bool = False) -> int:
+    """Bytes from an int or text such as "4GiB", "500 MB", "1.5GB" (powers of 1000 or of 1024).
+
+    Args:
+        what: what the size is for, to start the message ("max_shard_size", "max_memory['cuda:0']").
+        error: the ZooError class to raise.
+        zero: whether 0 bytes is allowed (a budget may be empty; a shard may not).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise error(f"{what}: {value!r} is not a size; give bytes (an int) or text such as '4GiB'.")
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        unit = match.group(2).lower() if match else ""
+        if not match or unit not in _UNITS:
+            close = did_you_mean(unit, [u for u in _UNITS if u]) if match else ""
+            raise error(
+                f"{what}: '{value}' is not a size.{close} Write bytes or a number with a unit: "
+                "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)."
+            )
+        size = int(float(match.group(1)) * _UNITS[unit])
+    else:
+        size = value
+    if size < 0:
+        raise error(f"{what}: {value!r} is negative.")
+    if size == 0 and not zero:
+        raise error(f"{what}: {value!r} is 0 bytes; it must be at least 1 byte.")
+    return size
+
+
+def check_dtype(dtype: torch.dtype | None, what: str = "dtype") -> None:
+    """Refuse anything but None or a floating-point torch.dtype (say, the text "float16")."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and (dtype.is_floating_point or dtype.is_complex)):
+        hint = (
+            f" (pass torch.{dtype})"
+            if isinstance(dtype, str) and isinstance(getattr(torch, dtype, None), torch.dtype)
+            else ""
+        )
+        raise ArgumentError(f"{what} must be a floating-point torch.dtype such as torch.float16, got {dtype!r}{hint}")

@@ -62,7 +62,6 @@ CARD_FILE = zoo_folder.CARD_FILE
 MAX_JSON_BYTES = 16 * 2**20  # config.json and the shard index; real ones are a few KiB
 MAX_PARALLEL_DOWNLOADS = 8
 # Weights that only an unpickler can read: zoo refuses them rather than run what they contain.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Files a push replaces: stale weights of an earlier push must go (single file ↔ shards).
 _WEIGHT_PATTERNS = [SINGLE_FILE, "model-*-of-*.safetensors", INDEX_FILE]
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -365,7 +364,7 @@ def _check_listing(sizes: Mapping[str, int | None], where: str) -> None:
     """What the repo holds must be a zoo model: config.json, safetensors weights, sizes in bounds."""
     names = list(sizes)
     if SINGLE_FILE not in sizes and INDEX_FILE not in sizes:
-        pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+        pickles = [n for n in names if n.endswith(weights.PICKLE_SUFFIXES)]
         if pickles:
             raise HubError(
                 f"{where} has only pickled weights ({listing(pickles)}). zoo never unpickles: loading a pickle "
@@ -553,9 +552,10 @@ def _hub_error(err: Exception, at: str, repo_id: str, revision: str | None, endp
     if isinstance(err, HfHubHTTPError):
         status = err.response.status_code if err.response is not None else "?"
         return HubError(f"{at}: {endpoint} answered HTTP {status}: {_first_line(err)}")
+    pulling = not at.startswith("cannot push")  # the cache can stand in for the server only when reading
+    offline_hint = " To use only what is cached, set HF_HUB_OFFLINE=1." if pulling else ""
     return HubError(
-        f"{at}: the connection to {endpoint} failed ({type(err).__name__}: {err}). "
-        "Run again to retry. To use only what is cached, set HF_HUB_OFFLINE=1."
+        f"{at}: the connection to {endpoint} failed ({type(err).__name__}: {err}). Run again to retry.{offline_hint}"
     )
 
 

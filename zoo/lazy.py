@@ -131,12 +131,7 @@ def _check_device(device: DeviceArg) -> torch.device | None:
     return devices.resolve(device) if device is not None else None
 
 
-def _check_dtype(dtype: torch.dtype | None) -> None:
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and (dtype.is_floating_point or dtype.is_complex)):
-        raise ArgumentError(f"dtype must be a floating-point torch.dtype such as torch.float64, got {dtype!r}")
-
-
-def _check_shape(shape: Sequence[int], what: str = "input_shape") -> tuple[int, ...]:
+def check_shape(shape: Sequence[int], what: str = "input_shape") -> tuple[int, ...]:
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
         raise ArgumentError(f"{what} must be a sequence of sizes such as (2, 20), got {shape!r}")
     sizes = tuple(shape)
@@ -227,7 +222,7 @@ def _probe(model: nn.Module, example_inputs: tuple[Any, ...], input_shape: Seque
     if example_inputs:
         return _Probe(tuple(example_inputs), None)
     if input_shape is not None:
-        return _Probe((), _check_shape(input_shape))
+        return _Probe((), check_shape(input_shape))
     info = build_info(model)
     if info is not None and info.input_shape:
         return _Probe((), tuple(info.input_shape))
@@ -432,7 +427,7 @@ def materialize(
         >>> zoo.materialize(model, input_shape=(2, 20), dtype=torch.float64)
     """
     target = _check_device(device)
-    _check_dtype(dtype)
+    devices.check_dtype(dtype)
     if not is_lazy(model):
         if example_inputs and input_shape is not None:
             raise ArgumentError("pass example inputs or input_shape, not both")
@@ -658,7 +653,7 @@ def materialize_from_shapes(
         DeviceError: `device` is not available. Nothing is changed when any of these is raised.
     """
     target = _check_device(device)
-    _check_dtype(dtype)
+    devices.check_dtype(dtype)
     owners = _lazy_owners(model)
     found: dict[str, dict[str, tuple[int, ...]]] = {}
     missing: list[str] = []
@@ -807,7 +802,7 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> ShapeTrace:
     Raises:
         ArgumentError: a bad shape. ShapeError: the model rejects the input.
     """
-    probe = _Probe((), _check_shape(input_shape))
+    probe = _Probe((), check_shape(input_shape))
     watch, notice = _watched_pass(
         model, probe, device=_model_device(model), dtype=_model_float_dtype(model), fallback="copied", batch=None
     )

@@ -30,7 +30,6 @@ Planning rules (tests hold the code to each):
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -41,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from zoo.devices import DeviceArg, MemoryArg, human_bytes, inventory, parse_device, resolve, to_device
+from zoo.devices import DeviceArg, MemoryArg, human_bytes, inventory, parse_device, parse_size, resolve, to_device
 from zoo.errors import ArgumentError, DeviceError, NotMaterializedError, did_you_mean, listing
 
 # Containers whose forward only chains (or does not call) their children: safe to split.
@@ -444,28 +443,9 @@ def _budgets(max_memory: MemoryArg) -> dict[str, int | None]:
     return {str(d): parsed[d] for d in order}
 
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # fmt: skip
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
-
-
 def _bytes(value: int | str, where: str) -> int:
-    """A byte count from an int or text such as "4GiB", "500 MB", "1.5GB"."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise DeviceError(f"{where}: {value!r} is not a size; give bytes (an int) or text such as '4GiB'.")
-    if isinstance(value, int):
-        if value < 0:
-            raise DeviceError(f"{where}: {value} bytes is negative.")
-        return value
-    match = _SIZE.match(value)
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _UNITS:
-        close = did_you_mean(unit, [u for u in _UNITS if u]) if match else ""
-        raise DeviceError(
-            f"{where}: '{value}' is not a size.{close} Write bytes or a number with a unit: "
-            "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)."
-        )
-    return int(float(match.group(1)) * _UNITS[unit])
+    """A budget in bytes: an int, or text such as "4GiB", "500 MB", "1.5GB" (0 leaves a device out)."""
+    return parse_size(value, where, error=DeviceError, zero=True)
 
 
 def _fill(

@@ -20,7 +20,6 @@ import contextlib
 import ctypes
 import json
 import math
-import re
 import struct
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -34,7 +33,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from zoo import fsio, lazy
+from zoo import devices, fsio, lazy
 from zoo.errors import ArgumentError, WeightsError, did_you_mean, listing
 
 MODEL_FILE = "model.safetensors"
@@ -45,7 +44,7 @@ SAVE_ID_KEY = "zoo.save_id"  # one random id per save, in every shard: a mix of 
 PROGRESS_MIN_BYTES = 1 << 30  # smaller saves and loads finish before a bar would be worth reading
 _CHUNK = 64 << 20  # bytes per write call, so the bar moves within a large tensor
 _SHARD_NAME = "model-{:05d}-of-{:05d}.safetensors"
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 _CODES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -215,7 +214,7 @@ def _folder_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
         weight_map = _read_index(index)
         return sorted({folder / name for name in weight_map.values()}), weight_map
     present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-    pickles = [name for name in present if name.endswith(_PICKLE_SUFFIXES)]
+    pickles = [name for name in present if name.endswith(PICKLE_SUFFIXES)]
     if pickles:
         raise WeightsError(
             f"{folder} holds no {MODEL_FILE}, only {listing(pickles)}: pickle files, which zoo never opens because "
@@ -273,7 +272,7 @@ def _unreadable(file: Path, err: Exception) -> str:
         head = b""
     zipped = head.startswith(b"PK\x03\x04")  # torch.save's default format: a zip around a pickle
     pickled = zipped or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
-    if pickled or file.suffix in _PICKLE_SUFFIXES:
+    if pickled or file.suffix in PICKLE_SUFFIXES:
         return (
             f"{file} is not a safetensors file but {'a pickle' if pickled else 'probably a pickle'} "
             f"(torch.save writes these); zoo never unpickles, because unpickling runs code from the file. "
@@ -347,28 +346,9 @@ def parse_size(size: int | str) -> int:
     """A shard size in bytes: an int, or text such as "500MB", "2GB" (powers of 1000) or "1GiB" (of 1024).
 
     Raises:
-        ArgumentError: anything else.
+        ArgumentError: anything else, or a size under one byte.
     """
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        return size
-    units = {
-        "": 1,
-        "b": 1,
-        "kb": 10**3,
-        "mb": 10**6,
-        "gb": 10**9,
-        "tb": 10**12,
-        "kib": 2**10,
-        "mib": 2**20,
-        "gib": 2**30,
-        "tib": 2**40,
-    }
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", size) if isinstance(size, str) else None
-    if match and match.group(2).lower() in units and float(match.group(1)) > 0:
-        return int(float(match.group(1)) * units[match.group(2).lower()])
-    raise ArgumentError(
-        f"max_shard_size must be a positive number of bytes or text such as '2GB' or '500MiB', got {size!r}"
-    )
+    return devices.parse_size(size, "max_shard_size")
 
 
 def write_model_files(
@@ -422,8 +402,9 @@ def _plan_shards(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | None,
 
 
 def _check_storable(named: Mapping[str, Any], dtype: torch.dtype | None) -> None:
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point and dtype in _CODES):
-        raise ArgumentError(f"dtype must be a floating-point torch.dtype such as torch.float16, got {dtype!r}")
+    devices.check_dtype(dtype)
+    if dtype is not None and dtype not in _CODES:
+        raise ArgumentError(f"dtype {dtype} cannot be stored in safetensors; use torch.float16, bfloat16 or float32")
     problems = []
     for key, value in named.items():
         if not isinstance(value, torch.Tensor):
