@@ -87,6 +87,22 @@ def test_keep_last_rotates_old_checkpoints(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-00000009", "step-00000010", "step-00000011"]
 
 
+def test_keep_last_never_deletes_the_checkpoint_just_written(tmp_path: Path) -> None:
+    model, optimizer = setup()
+    for step in (100, 101, 102):
+        checkpoint.save(tmp_path, model=model, optimizer=optimizer, step=step, keep_last=3)
+    path = checkpoint.save(tmp_path, model=model, optimizer=optimizer, step=0, keep_last=3)  # a run started over
+    assert path.is_dir() and zoo.load(path) is not None
+    assert [p.name for p in checkpoint.checkpoints(tmp_path)] == [
+        "step-00000000",
+        "step-00000100",
+        "step-00000101",
+        "step-00000102",
+    ]
+    checkpoint.save(tmp_path, model=model, optimizer=optimizer, step=103, keep_last=3)
+    assert [p.name for p in checkpoint.checkpoints(tmp_path)] == ["step-00000101", "step-00000102", "step-00000103"]
+
+
 def test_resume_without_checkpoints_returns_none_and_changes_nothing(tmp_path: Path) -> None:
     model, optimizer = setup()
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -118,6 +134,43 @@ def test_an_optimizer_over_other_parameters_is_refused_before_the_model_changes(
     with pytest.raises(WeightsError, match=r"hold \[1\] parameters, the checkpoint's \[4\]"):
         checkpoint.resume(tmp_path, fresh, partial)
     assert same_tensors(fresh.state_dict(), before)
+
+
+def test_an_optimizer_of_another_class_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    model, optimizer = setup()
+    train_step(model, optimizer, 0)
+    checkpoint.save(tmp_path, model=model, optimizer=optimizer, step=0)
+    fresh, _ = setup(seed=9)
+    sgd = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    train_step(fresh, sgd, 1)
+    before, before_opt = {k: v.clone() for k, v in fresh.state_dict().items()}, optimizer_tensors(sgd)
+    with pytest.raises(WeightsError, match=r"state of a torch\.optim\.adam\.Adam, .* is a torch\.optim\.sgd\.SGD"):
+        checkpoint.resume(tmp_path, fresh, sgd)
+    assert same_tensors(fresh.state_dict(), before) and same_tensors(optimizer_tensors(sgd), before_opt)
+    assert sgd.param_groups[0]["momentum"] == 0.9
+    train_step(fresh, sgd, 2)  # the optimizer still works
+
+
+def test_param_groups_missing_a_hyper_parameter_are_refused(tmp_path: Path) -> None:
+    model, optimizer = setup()
+    for group in optimizer.param_groups:  # as an Adam of another torch version might have saved it
+        del group["eps"]
+    checkpoint.save(tmp_path, model=model, optimizer=optimizer, step=0)
+    fresh, fresh_opt = setup(seed=9)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(WeightsError, match=r"parameter group 0 of the checkpoint lacks eps, which this Adam needs"):
+        checkpoint.resume(tmp_path, fresh, fresh_opt)
+    assert same_tensors(fresh.state_dict(), before) and "eps" in fresh_opt.param_groups[0]
+
+
+def test_a_scheduler_built_before_resuming_is_no_misfit(tmp_path: Path) -> None:
+    model, optimizer = setup()
+    train_step(model, optimizer, 0)
+    checkpoint.save(tmp_path, model=model, optimizer=optimizer, step=0)
+    fresh, fresh_opt = setup(seed=9)
+    torch.optim.lr_scheduler.StepLR(fresh_opt, step_size=2)  # adds `initial_lr` to the groups
+    assert checkpoint.resume(tmp_path, fresh, fresh_opt) is not None
+    train_step(fresh, fresh_opt, 1)
 
 
 def test_a_checkpoint_without_optimizer_state(tmp_path: Path) -> None:

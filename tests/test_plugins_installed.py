@@ -108,7 +108,7 @@ def test_broken_plugins_installed_beside_leave_everything_else_working(
     )
     assert "plugin 'shadow' (zoo-shadow 0.5.0): registers built-in name(s) Linear, chimera" in warned
     assert "`replace = true` for 'chimera'" in warned
-    assert warned.count("ZooPluginWarning") == 4  # once each, nothing about the healthy plugins
+    assert warned.count("zoo: warning: ") == 4  # once each, one line each, nothing about the healthy plugins
 
     listing = env.zoo("plugins")
     assert listing.returncode == 0 and listing.stderr == ""

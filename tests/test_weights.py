@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import stat
 import subprocess
 import sys
 import textwrap
@@ -17,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import zoo
-from zoo import builder, cli, weights
+from zoo import builder, cli, fsio, weights
 from zoo.errors import ArgumentError, DeviceError, NotMaterializedError, UnknownNameError, WeightsError
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -330,6 +333,15 @@ def test_load_converts_dtype_and_places_on_device(tmp_path: Path) -> None:
         zoo.load(tmp_path / "m", device="cuda:7")
 
 
+@pytest.mark.parametrize("bad", ["float16", torch.int8, 16])
+def test_a_load_dtype_that_is_no_floating_torch_dtype_is_an_argument_error(tmp_path: Path, bad: Any) -> None:
+    zoo.save(zoo.build("mlp"), tmp_path / "m")
+    with pytest.raises(ArgumentError, match=rf"such as torch\.float16, got {re.escape(repr(bad))}"):
+        zoo.load(tmp_path / "m", dtype=bad)
+    with pytest.raises(ArgumentError, match="floating-point"):  # before any download
+        zoo.load("hf://someone/nothing", dtype=bad)
+
+
 def test_load_draws_no_random_numbers_and_shares_the_file_pages(tmp_path: Path) -> None:
     model = zoo.build("mlp", hidden=512)
     zoo.save(model, tmp_path / "m")
@@ -418,6 +430,17 @@ def test_a_model_zoo_did_not_build_saves_weights_only(tmp_path: Path) -> None:
     fresh = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     assert not zoo.load_weights(fresh, tmp_path / "m")
     assert same_state(fresh, model)
+
+
+def test_a_folder_with_no_save_in_it_says_so_and_lists_what_it_holds(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsError, match=r"empty holds no zoo save \(no config.json, .*; it holds: \(none\)"):
+        zoo.load(tmp_path / "empty")
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    code, _, err = run(capsys, "load", str(tmp_path / "empty"))
+    assert code == 2 and "holds no zoo save" in err and "it holds: notes.txt" in err and "weights only" not in err
 
 
 def test_the_seed_mlp_clone_gives_equal_outputs(tmp_path: Path) -> None:
@@ -574,6 +597,92 @@ def test_files_zoo_did_not_write_are_kept_and_its_own_replaced(tmp_path: Path) -
     (target / "README.md").write_text("# my own card\n")
     zoo.save(zoo.build("mlp"), target)
     assert (target / "README.md").read_text() == "# my own card\n"
+
+
+def test_saving_again_keeps_the_folders_mode_and_a_new_folder_gets_the_default(tmp_path: Path) -> None:
+    (tmp_path / "reference").mkdir()  # what mkdir gives under this umask
+    zoo.save(zoo.build("mlp"), tmp_path / "new")
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == stat.S_IMODE((tmp_path / "reference").stat().st_mode)
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private").chmod(0o700)
+    zoo.save(zoo.build("mlp"), tmp_path / "private")
+    zoo.save(zoo.build("mlp"), tmp_path / "private")
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
+    (tmp_path / "private").chmod(0o2750)  # set-group-id, as on a shared folder
+    zoo.save(zoo.build("mlp"), tmp_path / "private")
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o2750
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give a folder away")
+def test_saving_again_keeps_the_folders_owner_and_group_where_it_may(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "theirs"
+    target.mkdir()
+    os.chown(target, 12345, 23456)
+    zoo.save(zoo.build("mlp"), target)
+    assert (target.stat().st_uid, target.stat().st_gid) == (12345, 23456)
+    real_chown = os.chown
+
+    def chown_as_a_user(path: Any, uid: int, gid: int) -> None:  # a user may set a group, never give a file away
+        if uid != -1:
+            raise PermissionError(1, "Operation not permitted")
+        real_chown(path, uid, gid)
+
+    monkeypatch.setattr(os, "chown", chown_as_a_user)
+    zoo.save(zoo.build("mlp"), target)
+    assert (target.stat().st_uid, target.stat().st_gid) == (os.geteuid(), 23456)
+
+
+def test_saving_into_the_current_directory_moves_this_process_into_the_new_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "m"
+    zoo.save(zoo.build("mlp"), target)
+    (target / "extras").mkdir()
+    monkeypatch.chdir(target)
+    zoo.save(zoo.build("mlp"), os.getcwd())
+    Path("x").write_text("written after the save")  # the old folder is gone: this must land in the new one
+    assert (target / "x").read_text() == "written after the save" and Path.cwd() == target.resolve()
+    monkeypatch.chdir(target / "extras")
+    zoo.save(zoo.build("mlp"), target)
+    Path("y").write_text("y")
+    assert (target / "extras" / "y").exists()
+    with fsio.atomic_dir(target) as folder:  # keeps nothing: this process's subfolder is gone, it lands in the folder
+        (folder / "new.txt").write_text("new")
+    assert Path("new.txt").read_text() == "new" and Path.cwd() == target.resolve()
+
+
+def test_saving_to_dot_saves_the_current_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    model = zoo.build("mlp")
+    zoo.save(model, ".")
+    assert (tmp_path / "config.json").exists() and same_state(zoo.load("."), model)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    code, out, err = run(capsys, "save", "chimera", "..")
+    assert code == 0, err
+    info = builder.build_info(zoo.load(tmp_path))
+    assert info is not None and info.name == "chimera"
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "save", "mlp", ".")
+    assert code == 0, err
+    assert "saved 'mlp'" in out and "model.safetensors" in out
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_saving_through_a_symlink_replaces_the_folder_it_points_at(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    model = zoo.build("mlp")
+    for _ in range(2):  # a new folder, then one replaced
+        assert zoo.save(model, tmp_path / "link") == tmp_path / "link"
+        assert (tmp_path / "link").is_symlink() and os.readlink(tmp_path / "link") == "real"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]  # no stray temporary
+        assert (tmp_path / "real" / "model.safetensors").is_file()
+    assert same_state(zoo.load(tmp_path / "link"), model)
 
 
 def test_saving_over_a_file_or_loading_a_file_is_refused(tmp_path: Path) -> None:

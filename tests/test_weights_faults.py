@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -462,6 +463,30 @@ def test_saves_work_without_an_atomic_exchange(tmp_path: Path, monkeypatch: pyte
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
     loaded = zoo.load(tmp_path / "m")
     assert torch.equal(loaded[1].weight, model[1].weight)
+
+
+def test_the_fallback_swap_keeps_the_mode_and_moves_this_process_along(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fsio, "_exchange", lambda a, b: None)
+    (tmp_path / "m").mkdir(mode=0o700)
+    monkeypatch.chdir(tmp_path / "m")
+    zoo.save(zoo.build("mlp"), ".")
+    Path("x").write_text("x")
+    assert (tmp_path / "m" / "x").exists() and stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_save_tensors_keeps_the_files_mode_and_follows_a_symlink(tmp_path: Path) -> None:
+    state = {"w": torch.ones(2)}
+    zoo.save_tensors(state, tmp_path / "private.safetensors")
+    (tmp_path / "private.safetensors").chmod(0o600)
+    (tmp_path / "link.safetensors").symlink_to("private.safetensors")
+    zoo.save_tensors({"w": torch.zeros(2)}, tmp_path / "link.safetensors")
+    assert (tmp_path / "link.safetensors").is_symlink()
+    assert stat.S_IMODE((tmp_path / "private.safetensors").stat().st_mode) == 0o600
+    assert torch.equal(zoo.load_tensors(tmp_path / "private.safetensors")["w"], torch.zeros(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.safetensors", "private.safetensors"]
 
 
 def test_a_crash_between_the_two_renames_is_recovered(tmp_path: Path) -> None:

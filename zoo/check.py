@@ -56,8 +56,8 @@ def check_registry(registry: Registry, origins: set[str] | None = None) -> list[
         if chosen.entry is not None:
             errors.extend(check_provider(registry, chosen, {}))
     unique: dict[str, ZooError] = {}  # a cycle a -> b -> a is found from a and from b: report it once
-    for err in errors:
-        unique.setdefault(_cycle_key(err), err)
+    for problem in errors:
+        unique.setdefault(_cycle_key(problem), problem)
     return list(unique.values())
 
 

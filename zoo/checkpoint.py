@@ -2,8 +2,8 @@
 
     DIR/step-00000100/model.safetensors           the model's weights (and config.json when zoo built it,
                                                   so zoo.load works on a checkpoint too)
-    DIR/step-00000100/trainer_state.safetensors   step, the optimizer's state_dict and `extra`,
-                                                  in zoo.save_tensors' format
+    DIR/step-00000100/trainer_state.safetensors   step, the optimizer's class and state_dict and
+                                                  `extra`, in zoo.save_tensors' format
 
 Each step folder is written beside its final name and swapped in whole (zoo.fsio), so a
 process killed at any moment leaves every earlier checkpoint complete, and `resume` takes
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from zoo import folder, fsio, lazy, weights
-from zoo.errors import ArgumentError, WeightsError
+from zoo.errors import ArgumentError, WeightsError, listing
 
 STATE_FILE = "trainer_state.safetensors"
 _STEP_DIR = "step-{:08d}"
@@ -63,7 +63,8 @@ def save(
         step: the training step (an int >= 0); names the folder, `resume` returns it.
         extra: anything else to restore: tensors (torch.get_rng_state()), numbers, strings,
             lists and dicts of them (a scheduler's state_dict).
-        keep_last: afterwards, delete all but the newest `keep_last` checkpoints.
+        keep_last: afterwards, delete all but the newest `keep_last` checkpoints (by step) and
+            the one just written, which an older step (a run restarted at 0) would leave out.
 
     Returns:
         The new step folder.
@@ -80,6 +81,7 @@ def save(
     state = {
         "step": step,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer_class": _qualified_name(optimizer) if optimizer is not None else None,
         "extra": dict(extra) if extra is not None else {},
     }
     save_id = folder.new_save_id()
@@ -95,7 +97,8 @@ def save(
     fsio.remove_stale(root)
     if keep_last is not None:
         for old in checkpoints(root)[:-keep_last]:
-            fsio.remove_dir(old)
+            if old.name != target.name:
+                fsio.remove_dir(old)
     return target
 
 
@@ -123,7 +126,8 @@ def resume(
     not fit leaves both as they were.
 
     Raises:
-        WeightsError: the checkpoint does not fit the model or the optimizer, or is corrupt.
+        WeightsError: the checkpoint does not fit the model or the optimizer (another class,
+            other parameters, missing hyper-parameters), or is corrupt.
     """
     path = latest(directory)
     if path is None:
@@ -131,7 +135,7 @@ def resume(
     state = weights.load_tensors(path / STATE_FILE)
     step, saved_optimizer, extra = _unpack(state, path / STATE_FILE)
     if optimizer is not None:
-        _check_optimizer(optimizer, saved_optimizer, path / STATE_FILE)
+        _check_optimizer(optimizer, saved_optimizer, state.get("optimizer_class"), path / STATE_FILE)
     weights.load_weights(model, path)
     if optimizer is not None:
         optimizer.load_state_dict(saved_optimizer)
@@ -139,14 +143,29 @@ def resume(
 
 
 def _unpack(state: Any, file: Path) -> tuple[int, Any, dict[str, Any]]:
-    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("extra"), dict)):
+    if not (
+        isinstance(state, dict)
+        and isinstance(state.get("step"), int)
+        and isinstance(state.get("extra"), dict)
+        and isinstance(state.get("optimizer_class"), (str, type(None)))  # absent in checkpoints of older zoo versions
+    ):
         raise WeightsError(f"{file} is not a zoo training state (step, optimizer, extra)")
     return state["step"], state.get("optimizer"), state["extra"]
 
 
-def _check_optimizer(optimizer: torch.optim.Optimizer, saved: Any, file: Path) -> None:
+def _qualified_name(optimizer: torch.optim.Optimizer) -> str:
+    return f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+
+
+def _check_optimizer(optimizer: torch.optim.Optimizer, saved: Any, saved_class: Any, file: Path) -> None:
+    """Refuse a saved state this optimizer would accept and then fail on at its first step (an Adam's into an SGD)."""
     if saved is None:
         raise WeightsError(f"{file} holds no optimizer state (the checkpoint was saved without optimizer=)")
+    if saved_class is not None and saved_class != _qualified_name(optimizer):
+        raise WeightsError(
+            f"{file} holds the state of a {saved_class}, and the optimizer to resume is a "
+            f"{_qualified_name(optimizer)}; build a {saved_class.rpartition('.')[2]} as when it was saved"
+        )
     groups = saved.get("param_groups") if isinstance(saved, dict) else None
     if not isinstance(groups, list) or not all(
         isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
@@ -159,3 +178,13 @@ def _check_optimizer(optimizer: torch.optim.Optimizer, saved: Any, file: Path) -
             f"{file}: the optimizer's parameter groups hold {have} parameters, the checkpoint's {stored}; "
             f"build the optimizer over the same parameters as when it was saved"
         )
+    # A loaded group replaces the optimizer's own, so each must hold every hyper-parameter step() reads.
+    # More keys are harmless: an LR scheduler adds `initial_lr`, whether built before saving or before resuming.
+    for i, group in enumerate(groups):
+        lacking = optimizer.defaults.keys() - group.keys()
+        if lacking:
+            raise WeightsError(
+                f"{file}: parameter group {i} of the checkpoint lacks {listing(lacking)}, which this "
+                f"{type(optimizer).__name__} needs (it holds {listing(k for k in group if k != 'params')}); "
+                f"resume with the optimizer class and torch version it was saved with"
+            )

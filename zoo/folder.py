@@ -76,7 +76,10 @@ def save(
     """Save `model` to the folder `path`, ready for zoo.load (or zoo.load_weights for a model zoo did not build).
 
     The folder appears complete or not at all: it is written beside `path` and swapped in,
-    with fsync, so a crash leaves the previous save; files in it that zoo did not write are kept.
+    with fsync, so a crash leaves the previous save; files in it that zoo did not write are kept,
+    and so are its mode and owner. A symlink is followed and kept. The swap puts a new folder
+    under the name: another process whose current directory is in the old one (a shell cd'd
+    into it) is left in a deleted folder and must cd again; this process is moved for you.
 
     Args:
         max_shard_size: split the weights into shards of at most this size (bytes, or "2GB",
@@ -284,12 +287,14 @@ def load(
         registry: extra registry files, as for zoo.build (blocks come from the installed plugins).
 
     Raises:
-        WeightsError: no such folder, no config.json (weights only: use zoo.load_weights), a
-            corrupt or unsafe file, or weights that do not fit the declaration.
+        WeightsError: no such folder, no zoo save in it, no config.json (weights only: use
+            zoo.load_weights), a corrupt or unsafe file, or weights that do not fit the declaration.
         UnknownNameError: a block the declaration needs is not installed (the message names
             the distribution and version that provided it).
         DeviceError: `device` is not on this machine.
+        ArgumentError: `dtype` is not a floating-point torch.dtype (a string such as "float16").
     """
+    devices.check_dtype(dtype)  # a dtype given as a string ("float16") would reach torch as a device
     if isinstance(path, str) and path.startswith("hf://"):  # before Path(), which would fold the "//"
         from zoo import hub  # only Hub loads pay for importing huggingface_hub
 
@@ -350,6 +355,12 @@ def _load_once(
     folder: Path, placement: _Placement, dtype: torch.dtype | None, strict: bool, registry: RegistryArg
 ) -> nn.Module:
     config = read_config(folder)
+    if config is None and not any((folder / name).is_file() for name in (weights.MODEL_FILE, weights.INDEX_FILE)):
+        present = [p.name for p in folder.iterdir()]
+        raise WeightsError(
+            f"{folder} holds no zoo save (no {CONFIG_FILE}, {weights.MODEL_FILE} or {weights.INDEX_FILE}); "
+            f"it holds: {listing(present)}. Write one with zoo.save(model, '{folder}')."
+        )
     if config is None:
         raise WeightsError(
             f"{folder} holds weights only (no {CONFIG_FILE}: the model was not built by zoo). "

@@ -10,6 +10,11 @@ config, so the whole folder is built beside the target and swapped in with one a
 `renameat2(RENAME_EXCHANGE)` (Linux). Where that call is missing, two renames do the job
 and `recover` puts the previous folder back if a crash fell between them.
 
+The new file or folder takes the previous one's mode (and owner and group, where this
+process may set them). A symlinked target is followed: what it points at is replaced, the
+link kept. A process whose current directory is in the folder stays in the previous one, now
+deleted, except the writing process itself, which is moved into the new one.
+
 Temporaries are named `.NAME.zoo-tmp-HOST-PID-RANDOM`; a later write to the same target
 removes those whose process has died.
 """
@@ -23,6 +28,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -40,13 +46,14 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         with atomic_file("x.safetensors") as f:
             f.write(data)
     """
-    target = Path(path)
+    target = Path(os.path.realpath(path))  # as in atomic_dir: a link's file is replaced, the link kept
     _remove_stale(target)
     temp = _temp_name(target)
     try:
         with open(temp, "xb") as f:
             yield f
             f.flush()
+            _copy_owner_and_mode(target, temp)
             os.fsync(f.fileno())
         os.replace(temp, target)
     except BaseException:
@@ -64,7 +71,9 @@ def atomic_dir(path: str | os.PathLike[str], keep: Callable[[str], bool] | None 
         keep: names in the previous folder to carry over (hard links, no copy), for files
             that the caller does not write itself.
     """
-    target = Path(path)
+    # Absolute (a name like "." has no sibling to build beside it) and with links followed
+    # (the folder a link points at is what gets replaced; the link itself stays).
+    target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     recover(target)
     _remove_stale(target)
@@ -74,11 +83,18 @@ def atomic_dir(path: str | os.PathLike[str], keep: Callable[[str], bool] | None 
         if keep is not None and target.is_dir():
             _carry_over(target, temp, keep)
         yield temp
+        _copy_owner_and_mode(target, temp)  # after filling: a read-only mode would stop the writes
         _fsync_tree(temp)
+        cwd = _cwd_inside(target)
         _publish(temp, target)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    if cwd is not None:  # this process sat in the folder just deleted: move it into the new one
+        try:
+            os.chdir(cwd)
+        except OSError:  # its subfolder is not in the new save
+            os.chdir(target)
 
 
 def remove_dir(path: str | os.PathLike[str]) -> None:
@@ -95,7 +111,7 @@ def remove_dir(path: str | os.PathLike[str]) -> None:
 
 def recover(path: str | os.PathLike[str]) -> None:
     """Put the previous folder back if a crash fell between the two renames of the fallback swap."""
-    target = Path(path)
+    target = Path(os.path.realpath(path))  # the name atomic_dir wrote under
     if target.exists():
         return
     olds = sorted(target.parent.glob(f".{_glob_escape(target.name)}{_OLD}*"), key=_mtime)
@@ -190,6 +206,32 @@ def _exchange(a: Path, b: Path) -> bool | None:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _copy_owner_and_mode(source: Path, dest: Path) -> None:
+    """Give `dest` the mode, owner and group of the file or folder it replaces; none: it keeps the default."""
+    try:
+        info = os.stat(source)
+    except FileNotFoundError:
+        return
+    if stat.S_IFMT(info.st_mode) != stat.S_IFMT(os.stat(dest).st_mode):
+        return  # replacing a file by a folder fails later, with its own message
+    if os.name == "posix":
+        try:
+            os.chown(dest, info.st_uid, info.st_gid)
+        except PermissionError:  # only root gives files away; a group this user is in can still be set
+            with contextlib.suppress(PermissionError):
+                os.chown(dest, -1, info.st_gid)
+    os.chmod(dest, stat.S_IMODE(info.st_mode))  # after chown, which may clear the set-id bits
+
+
+def _cwd_inside(target: Path) -> Path | None:
+    """This process's current directory when it is `target` or inside it (a swap would strand it), else None."""
+    try:
+        cwd = Path(os.getcwd())  # already absolute, links followed, as `target` is
+    except FileNotFoundError:
+        return None
+    return cwd if cwd == target or target in cwd.parents else None
 
 
 def _temp_name(target: Path) -> Path:
