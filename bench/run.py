@@ -84,7 +84,7 @@ def summary(results: dict[str, dict]) -> list[dict[str, Any]]:
             )
 
     for row in results.get("forward", {}).get("rows", []):
-        add(f"forward {row['model']}: zoo / hand-written", row["ratio"], "<= 1.02", row["ratio"] <= 1.02)
+        add(f"forward {row['model']} {row['input']}: zoo / hand-written", row["ratio"], "<= 1.02", row["ratio"] <= 1.02)
     for row in results.get("build", {}).get("rows", []):
         add(f"build {row['model']}: zoo / hand-written", row["ratio"], "", None)
     for row in results.get("startup", {}).get("rows", []):
