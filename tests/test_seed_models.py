@@ -82,6 +82,18 @@ def test_fixed_hidden_mlp_keeps_its_constant_through_state_dict() -> None:
     assert "rand_weight" not in dict(model.named_parameters())
 
 
+def test_chimera_trains_through_its_loop() -> None:
+    torch.manual_seed(0)
+    model, twin = zoo.build("chimera"), seed_twins.chimera()
+    state = dict(twin.state_dict()) | {"2.rand_weight": twin[2].rand_weight}
+    model.load_state_dict(state)
+    X = torch.rand(2, 20)
+    model(X).backward()
+    twin(X).backward()
+    for (name, ours), theirs in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert ours.grad is not None and torch.equal(ours.grad, theirs.grad), name
+
+
 def test_my_linear_trains_where_the_seeds_does_not() -> None:
     torch.manual_seed(0)
     ours, seeds = zoo.build("MyLinear", in_units=5, units=3), seed_twins.MyLinear(5, 3)

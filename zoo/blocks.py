@@ -59,7 +59,7 @@ class FixedHiddenMLP(nn.Module):
         X = F.relu(torch.mm(X, self.rand_weight) + 1)
         X = self.linear(X)  # the same Linear again: two layers sharing parameters
         while X.abs().sum() > 1:
-            X = X / 2
+            X /= 2  # in place, as the seed: autograd records it, and nothing saved for backward reads X
         return X.sum()
 
 
