@@ -133,8 +133,11 @@ def identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
 
 def fsync_dir(path: Path) -> None:
     """Make a rename inside `path` durable (POSIX; Windows has no directory handles to sync)."""
-    if os.name == "nt":
-        return
+    if os.name != "nt":
+        _fsync(path)
+
+
+def _fsync(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -304,13 +307,8 @@ def _fsync_tree(root: Path) -> None:
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            if os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if not os.path.islink(path):
+                _fsync(path)
         fsync_dir(Path(folder))
 
 
