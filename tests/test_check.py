@@ -98,7 +98,7 @@ def test_redefining_a_builtin_entry_needs_replace(write_toml: Callable[..., Path
     [
         (
             '[a]\nargs = { width = 4 }\nlayers = [{ type = "Linear", in_features = 2, out_features = "${widht}" }]',
-            r"'\$\{widht\}' refers to no declared argument. Did you mean 'width'\?",
+            r"'\$\{widht\}': 'widht' is not a declared argument. Did you mean 'width'\?",
         ),
         (
             '[a]\nshared = { tied = { type = "ReLU" } }\nlayers = ["@tide"]',

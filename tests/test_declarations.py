@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo.declarations import ArgRef, Node, SharedRef, dump_entry, parse_file, parse_text, parse_value
+from zoo.declarations import Node, SharedRef, dump_entry, parse_file, parse_text, parse_value
 
 TEXT = """\
 # a comment
@@ -40,7 +40,7 @@ def test_entries_become_frozen_declarations() -> None:
     assert mlp.node.type == "Sequential"  # the default when `layers` is given
     assert mlp.node.layer_names == ("hidden", "act", "out")
     hidden = mlp.node.layers[0]
-    assert isinstance(hidden, Node) and hidden.kwargs["out_features"] == ArgRef("hidden")
+    assert isinstance(hidden, Node) and hidden.kwargs["out_features"].text == "${hidden}"
     tied = entries["tied"]
     assert isinstance(tied.node.layers[1], SharedRef) and tied.node.layers[1].name == "t"
     assert [(r.pattern, r.fn, dict(r.kwargs)) for r in tied.node.init] == [
@@ -90,14 +90,14 @@ def test_missing_file() -> None:
         ('[a]\nlayers = "ReLU"', "`layers` must be an array or a table"),
         ('[a]\nlayers = [{ type = "ReLU", doc = "x" }]', "`doc` is allowed only on a top-level entry"),
         ('[a]\ntype = "ReLU"\ninit = { "*" = 3 }', "needs `fn`"),
-        ('[a]\ntype = "ReLU"\nshared = { x = "@y" }', "cannot itself be a reference"),
+        ('[a]\ntype = "ReLU"\nshared = { x = "@y" }', "a shared block must be a block, not a reference"),
         ('["a:b"]\ntype = "ReLU"', "reg.toml:1: 'a:b': an entry name must start with a letter"),
         ('[""]\ntype = "ReLU"', "reg.toml:1: '': an entry name must"),
         ('["@x"]\ntype = "ReLU"', "'@x': an entry name must"),
         ('["two words"]\ntype = "ReLU"', "'two words': an entry name must"),
         (
             '[a]\nargs = { w = 1 }\nlayers = ["${w}"]',
-            r"reg.toml:3: a -> layers\[0\]: '\$\{w\}' is an argument reference where a block",
+            r"reg.toml:3: a -> layers\[0\]: '\$\{w\}' is an expression where a block is expected",
         ),
     ],
 )

@@ -11,6 +11,7 @@ from torch import nn
 
 from zoo import builder, devices, lazy, plugins
 from zoo.builder import RegistryArg
+from zoo.resolve import declaration, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -85,6 +86,9 @@ def spec(name: str, *, registry: RegistryArg = None, **overrides: Any) -> Spec:
     reg = builder.registry_for(registry)
     provider = reg.resolve(name)
     entry = provider.entry
+    resolution = resolve(reg, provider, overrides, name) if entry is not None else None
+    if resolution is not None and resolution.errors:
+        raise resolution.errors[0]
     doc = entry.doc if entry else (getattr(provider.factory, "__doc__", None) or "").strip().split("\n")[0]
     return Spec(
         name=name,
@@ -93,8 +97,8 @@ def spec(name: str, *, registry: RegistryArg = None, **overrides: Any) -> Spec:
         source=provider.where,
         doc=doc,
         params=dict(entry.params) if entry else {},
-        input_shape=entry.input_shape if entry else None,
-        declaration=builder.Declarer(reg).provider(provider, overrides),
+        input_shape=resolution.input_shape if resolution else None,
+        declaration=declaration(resolution.root) if resolution and resolution.root else {"type": name, **overrides},
     )
 
 

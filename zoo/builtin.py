@@ -60,3 +60,11 @@ def zoo_initializers(register: Callable[[str, Callable[..., Any]], None]) -> Non
     for name in _TORCH_INITS:
         register(name.rstrip("_"), getattr(init, name))
     register("my_init", blocks.my_init)
+
+
+@hookimpl
+def zoo_ops(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    from zoo import ops
+
+    for fn in ops.BUILTIN_OPS:
+        register(fn.__name__, fn)

@@ -3,18 +3,24 @@
 No torch here: this stage only reads text. Everything downstream takes `Entry` and `Node`
 objects, never raw dicts.
 
-The language, one top-level table per entry:
+The language, one top-level table per entry (the README teaches it with a ResNet block):
 
     [name]
-    type = "Linear"            # a registered block, or another entry (default: Sequential with layers)
+    type = "Linear"            # a registered block, or another entry (default: a block of `layers`)
     doc = "one line"           # shown by `zoo list`
     input = [2, 20]            # an example input shape, batch first
-    args = { hidden = 256 }    # overridable arguments with defaults, used as "${hidden}"
+    args = { hidden = 256 }    # overridable arguments with defaults, used as "${hidden}" or "${4 * hidden}"
     layers = [...]             # children: an array (named 0, 1, …) or a table (named children)
     shared = { tied = {...} }  # one instance, used as "@tied" at several places below
     init = { "*.weight" = { fn = "normal", std = 0.01 } }   # glob over parameter names → init
+    kwargs = { init = 0.1 }    # constructor arguments whose names are language keys
     replace = true             # explicitly redefine a name declared elsewhere
+    internal = true            # a helper template: hidden from `zoo list`
     in_features = 20           # any other key is a keyword argument of `type`
+
+Dataflow: a block whose children say what they take (`in`), or that has ops (`op`), bare
+`params`, `inputs`, `out` or `tie`, is a graph of named children rather than a chain. Children
+may be repeated (`repeat`) and left out (`when`).
 """
 
 from __future__ import annotations
@@ -29,11 +35,18 @@ from types import MappingProxyType
 from typing import Any
 
 from zoo.errors import RegistryFileError, SpecError, nearest
+from zoo.expressions import Expr, has_template
+from zoo.expressions import parse as parse_expr
 
-ENTRY_KEYS = ("type", "doc", "input", "args", "layers", "shared", "init", "replace")
-NODE_KEYS = ("type", "layers", "shared", "init")  # reserved keys allowed on a nested block
-_ARG_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+ENTRY_ONLY_KEYS = ("doc", "input", "args", "replace", "internal", "weights")
+BLOCK_KEYS = ("type", "layers", "shared", "init", "kwargs", "inputs", "out", "params", "tie")
+CHILD_KEYS = ("in", "call", "op", "when", "repeat")  # how a parent wires and repeats a child
+LANGUAGE_KEYS = frozenset((*ENTRY_ONLY_KEYS, *BLOCK_KEYS, *CHILD_KEYS))
+DATAFLOW_KEYS = ("inputs", "out", "params", "tie")  # block keys that make a block a graph
+DEFAULT_INPUTS = ("x",)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")  # what a bare string in `layers` and `DIST:name` can say
+_CHILD_NAME = re.compile(r"^[A-Za-z0-9_]+$")  # a child's name: one attribute, one state-dict key part
+_REF = re.compile(r"^([A-Za-z0-9_]+)(?:\[(-?\d+)\])?$")  # "name" or "name[0]"
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -49,45 +62,80 @@ class Location:
 
 
 @dataclass(frozen=True)
-class ArgRef:
-    """`"${name}"`: the value of an overridable argument of the enclosing entry."""
-
-    name: str
-
-
-@dataclass(frozen=True)
 class SharedRef:
     """`"@name"`: the one instance declared under `shared` in an enclosing block."""
 
     name: str
     path: str  # entry path, for messages
     loc: Location
+    repeat: Repeat | None = None
+    when: Any = None
 
 
 @dataclass(frozen=True)
 class InitRule:
-    """Parameters whose names match `pattern` are initialised by `fn(tensor, **kwargs)`."""
+    """Parameters whose names match `pattern` (and whose owner is one of `on`) get `fn(tensor, **kwargs)`."""
 
     pattern: str
     fn: str
-    kwargs: Mapping[str, Any]
+    kwargs: Mapping[str, Any]  # values may hold Expr
     path: str
     loc: Location
+    on: tuple[str, ...] = ()  # block type names; empty: any owner
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value inside a dataflow block: an input, a child's output, or a bare parameter; `[k]` picks a tuple item."""
+
+    name: str
+    item: int | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.item is None else f"{self.name}[{self.item}]"
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a child of a dataflow block is called with: `in` (references) and `call` (constants)."""
+
+    args: tuple[Ref, ...] | None  # None: the previous child's output
+    kwargs: Mapping[str, Ref] = field(default_factory=lambda: _EMPTY)
+    call: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """`repeat = N`: N copies, `index` (default `i`) counting from 0 in their values and names."""
+
+    count: Any  # int or Expr
+    index: str = "i"
 
 
 @dataclass(frozen=True)
 class Node:
-    """One block to construct: a type, its keyword arguments and its children."""
+    """One block to construct (or, with `op`, one tensor function to call): type, arguments, children."""
 
-    type: str
-    kwargs: Mapping[str, Any]  # scalars, tuples, nested Node, ArgRef, or plain mappings
+    type: str | None  # None for an op node
+    kwargs: Mapping[str, Any]  # scalars, tuples, mappings, nested Node, Expr
     path: str  # `chimera -> layers[2]`, for messages
     loc: Location
-    layers: tuple[Child, ...] | None = None  # positional children
-    layer_names: tuple[str, ...] | None = None  # set when `layers` was a table
+    layers: tuple[Child, ...] | None = None  # children, in document order
+    layer_names: tuple[str | Expr, ...] | None = None  # set when `layers` was a table
     shared: Mapping[str, Node] = field(default_factory=lambda: _EMPTY)
     init: tuple[InitRule, ...] = ()
     key_locs: Mapping[str, Location] = field(default_factory=lambda: _EMPTY, compare=False)
+    # a dataflow block (a graph of its children) rather than a chain
+    graph: bool = False
+    inputs: tuple[str, ...] = DEFAULT_INPUTS
+    out: tuple[Ref, ...] | Ref | None = None  # None: the last child
+    params: Mapping[str, tuple[Any, ...]] = field(default_factory=lambda: _EMPTY)  # name → shape
+    tie: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # parameter path → the one it is
+    # how the parent wires, repeats or leaves out this node
+    op: str | None = None
+    wiring: Wiring | None = None
+    when: Any = None  # None (always), a bool, or an Expr
+    repeat: Repeat | None = None
 
 
 Child = Node | SharedRef
@@ -100,11 +148,13 @@ class Entry:
     name: str
     node: Node
     doc: str  # one line for `zoo list`
-    input_shape: tuple[int, ...] | None  # example input, batch first
-    params: Mapping[str, Any]  # overridable arguments and their defaults
+    input_shape: tuple[Any, ...] | None  # example input, batch first (dims may be Expr over args)
+    params: Mapping[str, Any]  # overridable arguments and their defaults (may be Expr over other args)
     replace: bool  # may redefine a name declared by an earlier source
     loc: Location
     origin: str  # who declared it: a distribution name, or "user" for a user file
+    internal: bool = False  # a helper template, hidden from `zoo list`
+    key_map: Mapping[str, Any] | None = None  # `weights = {...}`: how foreign checkpoint keys map onto ours
 
 
 def parse_file(path: str | Path, origin: str = "user") -> dict[str, Entry]:
@@ -181,51 +231,101 @@ class _Parser:
         if not isinstance(doc, str):
             raise self.fail(keys + ("doc",), name, "`doc` must be a string")
         shape = body.get("input")
-        if shape is not None and not (
-            isinstance(shape, list) and shape and all(type(d) is int and d > 0 for d in shape)
-        ):
-            raise self.fail(keys + ("input",), name, f"`input` must be a shape such as [2, 20], got {shape!r}")
+        if shape is not None:
+            shape = self.argument(shape, keys + ("input",), f"{name} -> input")
+            if not (
+                isinstance(shape, tuple)
+                and shape
+                and all(isinstance(d, Expr) or (type(d) is int and d > 0) for d in shape)
+            ):
+                raise self.fail(keys + ("input",), name, f"`input` must be a shape such as [2, 20], got {shape!r}")
         params = body.get("args", {})
         if not isinstance(params, dict):
             raise self.fail(keys + ("args",), name, "`args` must be a table of argument = default")
-        replace = body.get("replace", False)
-        if not isinstance(replace, bool):
-            raise self.fail(keys + ("replace",), name, "`replace` must be true or false")
-        node_body = {k: v for k, v in body.items() if k not in ("doc", "input", "args", "replace")}
+        for flag in ("replace", "internal"):
+            if not isinstance(body.get(flag, False), bool):
+                raise self.fail(keys + (flag,), name, f"`{flag}` must be true or false")
+        key_map = body.get("weights")
+        if key_map is not None and not isinstance(key_map, dict):
+            raise self.fail(
+                keys + ("weights",),
+                name,
+                '`weights` must be a table such as { strip_prefix = "module.", rename = [["^old", "new"]] }',
+            )
+        node_body = {k: v for k, v in body.items() if k not in ENTRY_ONLY_KEYS}
         return Entry(
             name=name,
             node=self.node(node_body, keys, name),
             doc=doc.strip().splitlines()[0] if doc.strip() else "",
-            input_shape=tuple(shape) if shape else None,
-            params=MappingProxyType({k: _freeze(v) for k, v in params.items()}),
-            replace=replace,
+            input_shape=shape,
+            params=MappingProxyType(
+                {k: self.argument(v, keys + ("args", k), f"{name} -> args.{k}") for k, v in params.items()}
+            ),
+            replace=body.get("replace", False),
             loc=self.loc(keys),
             origin=self.origin,
+            internal=body.get("internal", False),
+            key_map=MappingProxyType(_freeze(key_map)) if key_map is not None else None,
         )
 
     def child(self, value: Any, keys: tuple[Any, ...], path: str) -> Child:
-        """A block where one is expected: "Name", "@shared", or a table with `type`."""
+        """A block where one is expected: "Name", "@shared", or a table with `type` (or `op`, or `layers`)."""
         if isinstance(value, str):
             if value.startswith("@"):
                 return SharedRef(value[1:], path, self.loc(keys))
-            if value.startswith("${"):
+            if has_template(value):
                 raise self.fail(
                     keys,
                     path,
-                    f"'{value}' is an argument reference where a block is expected; "
-                    'arguments give values to keyword arguments, e.g. { type = "Linear", out_features = "${hidden}" }',
+                    f"'{value}' is an expression where a block is expected; expressions give values to "
+                    'keyword arguments, e.g. { type = "Linear", out_features = "${hidden}" }',
                 )
             return Node(type=value, kwargs=_EMPTY, path=path, loc=self.loc(keys))
         if isinstance(value, dict):
-            return self.node(value, keys, path)
+            if isinstance(value.get("use"), str) and value["use"].startswith(
+                "@"
+            ):  # a shared block, repeated or optional
+                extra = sorted(set(value) - {"use", "repeat", "when"})
+                if extra:
+                    raise self.fail(
+                        keys, path, f"a `use` of a shared block takes only `repeat` and `when`, not {extra}"
+                    )
+                ref = SharedRef(value["use"][1:], path, self.loc(keys))
+                return SharedRef(
+                    ref.name, path, ref.loc, self.repeat(value.get("repeat"), keys, path), self.when(value, keys, path)
+                )
+            return self.node(value, keys, path, as_child=True)
         raise self.fail(keys, path, f"expected a block (a name or a table with `type`), got {_kind(value)}")
 
-    def node(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Node:
+    def node(self, body: dict[str, Any], keys: tuple[Any, ...], path: str, as_child: bool = False) -> Node:
+        for key in CHILD_KEYS:
+            if key in body and not as_child:
+                raise self.fail(
+                    keys + (key,),
+                    path,
+                    f"`{key}` says how a parent's `layers` use a child; it means nothing here. "
+                    f"To pass a constructor argument named '{key}', write kwargs = {{ {key} = ... }}",
+                )
+        op = body.get("op")
+        if op is not None:
+            return self.op_node(body, keys, path)
         layers, layer_names = self.layers(body.get("layers"), keys + ("layers",), path)
+        graph = any(k in body for k in DATAFLOW_KEYS) or any(
+            isinstance(c, Node) and (c.op is not None or c.wiring is not None) for c in layers or ()
+        )
+        if graph and "type" in body:
+            key = next((k for k in DATAFLOW_KEYS if k in body), "layers")
+            raise self.fail(
+                keys + (key,),
+                path,
+                f"a dataflow block (one with `in`, `op`, {', '.join(f'`{k}`' for k in DATAFLOW_KEYS)}) "
+                f"is declared by its `layers` alone; remove type = {body['type']!r}, or to pass a constructor "
+                f"argument named '{key}', write kwargs = {{ {key} = ... }}",
+            )
         type_ = body.get("type", "Sequential" if layers is not None else None)
         if not isinstance(type_, str) or not type_:
             found = "no `type`" if type_ is None else f"type = {type_!r}"
-            typo = nearest("type", [k for k in body if k not in ENTRY_KEYS])
+            typo = nearest("type", [k for k in body if k not in LANGUAGE_KEYS])
             hint = f" Is '{typo}' a misspelt `type`?" if typo else ""
             raise self.fail(keys, path, f'{found}: say what to build, e.g. type = "Linear".{hint}')
         shared_body = body.get("shared", {})
@@ -234,18 +334,10 @@ class _Parser:
         shared = {}
         for name, value in shared_body.items():
             child = self.child(value, keys + ("shared", name), f"{path} -> shared.{name}")
-            if isinstance(child, SharedRef):
-                raise self.fail(keys + ("shared", name), path, "a shared block cannot itself be a reference")
+            if not isinstance(child, Node) or child.op is not None:
+                raise self.fail(keys + ("shared", name), path, "a shared block must be a block, not a reference or op")
             shared[name] = child
-        kwargs = {}
-        key_locs = {}
-        for key, value in body.items():
-            if key in NODE_KEYS:
-                continue
-            if key in ENTRY_KEYS:
-                raise self.fail(keys + (key,), path, f"`{key}` is allowed only on a top-level entry")
-            kwargs[key] = self.argument(value, keys + (key,), f"{path} -> {key}")
-            key_locs[key] = self.loc(keys + (key,))
+        kwargs, key_locs = self.kwargs(body, keys, path)
         return Node(
             type=type_,
             kwargs=MappingProxyType(kwargs),
@@ -256,23 +348,98 @@ class _Parser:
             shared=MappingProxyType(shared),
             init=self.init_rules(body.get("init", {}), keys + ("init",), path),
             key_locs=MappingProxyType(key_locs),
+            graph=graph,
+            inputs=self.inputs(body.get("inputs"), keys + ("inputs",), path),
+            out=self.refs(body["out"], keys + ("out",), path, "out") if "out" in body else None,
+            params=self.params(body.get("params", {}), keys + ("params",), path),
+            tie=self.tie(body.get("tie", {}), keys + ("tie",), path),
+            wiring=self.wiring(body, keys, path),
+            when=self.when(body, keys, path),
+            repeat=self.repeat(body.get("repeat"), keys, path),
         )
+
+    def op_node(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Node:
+        op = body["op"]
+        if not isinstance(op, str) or not _CHILD_NAME.match(op):
+            raise self.fail(keys + ("op",), path, f'`op` names a tensor function such as "add" or "cat", got {op!r}')
+        for key in ("type", "layers", "shared", "init", *DATAFLOW_KEYS):
+            if key in body:
+                raise self.fail(
+                    keys + (key,),
+                    path,
+                    f"an op node (op = {op!r}) has no `{key}`: ops are functions without parameters or children. "
+                    f"To pass the op an argument named '{key}', write kwargs = {{ {key} = ... }}",
+                )
+        kwargs, key_locs = self.kwargs(body, keys, path)
+        return Node(
+            type=None,
+            kwargs=MappingProxyType(kwargs),
+            path=path,
+            loc=self.loc(keys),
+            key_locs=MappingProxyType(key_locs),
+            op=op,
+            wiring=self.wiring(body, keys, path) or Wiring(None),
+            when=self.when(body, keys, path),
+            repeat=self.repeat(body.get("repeat"), keys, path),
+        )
+
+    def kwargs(
+        self, body: dict[str, Any], keys: tuple[Any, ...], path: str
+    ) -> tuple[dict[str, Any], dict[str, Location]]:
+        kwargs: dict[str, Any] = {}
+        key_locs: dict[str, Location] = {}
+        for key, value in body.items():
+            if key in ENTRY_ONLY_KEYS:
+                raise self.fail(
+                    keys + (key,),
+                    path,
+                    f"`{key}` is allowed only on a top-level entry. "
+                    f"To pass a constructor argument named '{key}', write kwargs = {{ {key} = ... }}",
+                )
+            if key not in LANGUAGE_KEYS:
+                kwargs[key] = self.argument(value, keys + (key,), f"{path} -> {key}")
+                key_locs[key] = self.loc(keys + (key,))
+        escaped = body.get("kwargs", {})
+        if not isinstance(escaped, dict):
+            raise self.fail(keys + ("kwargs",), path, "`kwargs` must be a table of constructor arguments")
+        for key, value in escaped.items():
+            if key in kwargs:
+                raise self.fail(
+                    keys + ("kwargs", key), path, f"'{key}' is given twice: once directly, once in `kwargs`"
+                )
+            kwargs[key] = self.argument(value, keys + ("kwargs", key), f"{path} -> kwargs.{key}")
+            key_locs[key] = self.loc(keys + ("kwargs", key))
+        return kwargs, key_locs
 
     def layers(
         self, value: Any, keys: tuple[Any, ...], path: str
-    ) -> tuple[tuple[Child, ...] | None, tuple[str, ...] | None]:
+    ) -> tuple[tuple[Child, ...] | None, tuple[str | Expr, ...] | None]:
         if value is None:
             return None, None
         if isinstance(value, list):
             return tuple(self.child(v, keys + (i,), f"{path} -> layers[{i}]") for i, v in enumerate(value)), None
         if isinstance(value, dict):
+            names: list[str | Expr] = []
+            for name in value:
+                here = f"{path} -> layers.{name}"
+                if has_template(name):
+                    names.append(parse_expr(name, f"{self.loc(keys + (name,))}: {here}"))
+                elif _CHILD_NAME.match(name):
+                    names.append(name)
+                else:
+                    raise self.fail(
+                        keys + (name,),
+                        path,
+                        f"child name '{name}' must hold only letters, digits and '_' (it is an attribute and a "
+                        "state-dict key part; nest blocks to get dotted keys)",
+                    )
             children = tuple(self.child(v, keys + (k,), f"{path} -> layers.{k}") for k, v in value.items())
-            return children, tuple(value)
+            return children, tuple(names)
         raise self.fail(keys, path, f"`layers` must be an array or a table of blocks, got {_kind(value)}")
 
     def argument(self, value: Any, keys: tuple[Any, ...], path: str) -> Any:
-        if isinstance(value, str) and (match := _ARG_REF.match(value)):
-            return ArgRef(match.group(1))
+        if isinstance(value, str) and has_template(value):
+            return parse_expr(value, f"{self.loc(keys)}: {path}")
         if isinstance(value, dict):
             if "type" in value:  # a nested block passed as an argument
                 return self.node(value, keys, path)
@@ -281,21 +448,152 @@ class _Parser:
             return tuple(self.argument(v, keys + (i,), path) for i, v in enumerate(value))
         return value
 
+    def inputs(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[str, ...]:
+        if value is None:
+            return DEFAULT_INPUTS
+        names = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) and _CHILD_NAME.match(n) for n in names)
+        ):
+            raise self.fail(
+                keys, path, f'`inputs` names the block\'s forward arguments, e.g. ["x", "mask"]; got {value!r}'
+            )
+        if len(set(names)) != len(names):
+            raise self.fail(keys, path, f"`inputs` names an argument twice: {names}")
+        return tuple(names)
+
+    def refs(self, value: Any, keys: tuple[Any, ...], path: str, what: str) -> tuple[Ref, ...] | Ref:
+        if isinstance(value, str):
+            return self.ref(value, keys, path, what)
+        if isinstance(value, list) and value:
+            return tuple(self.ref(v, keys + (i,), path, what) for i, v in enumerate(value))
+        raise self.fail(keys, path, f'`{what}` names values of the block, e.g. "conv1" or ["bn2", "x"]; got {value!r}')
+
+    def ref(self, value: Any, keys: tuple[Any, ...], path: str, what: str) -> Ref:
+        match = _REF.match(value) if isinstance(value, str) else None
+        if match is None:
+            hint = (
+                " ('@name' shares a block's weights; a value is named without '@')"
+                if str(value).startswith("@")
+                else ""
+            )
+            raise self.fail(
+                keys,
+                path,
+                f'`{what}` refers to an input or an earlier child by name ("x", "conv1", "qkv[0]"); '
+                f"got {value!r}{hint}",
+            )
+        return Ref(match.group(1), int(match.group(2)) if match.group(2) is not None else None)
+
+    def wiring(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Wiring | None:
+        if "in" not in body and "call" not in body:
+            return None
+        args: tuple[Ref, ...] | None = None
+        kwargs: dict[str, Ref] = {}
+        value = body.get("in")
+        if isinstance(value, dict):
+            kwargs = {k: self.ref(v, keys + ("in", k), path, "in") for k, v in value.items()}
+            args = ()
+        elif value is not None:
+            refs = self.refs(value, keys + ("in",), path, "in")
+            args = refs if isinstance(refs, tuple) else (refs,)
+        call = body.get("call", {})
+        if not isinstance(call, dict):
+            raise self.fail(keys + ("call",), path, "`call` must be a table of keyword arguments given at call time")
+        frozen = {k: self.argument(v, keys + ("call", k), f"{path} -> call.{k}") for k, v in call.items()}
+        return Wiring(args, MappingProxyType(kwargs), MappingProxyType(frozen))
+
+    def when(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Any:
+        value = body.get("when")
+        if value is None:
+            return None
+        value = self.argument(value, keys + ("when",), f"{path} -> when")
+        if not isinstance(value, (bool, Expr)):
+            raise self.fail(
+                keys + ("when",),
+                path,
+                f'`when` must be true, false or an expression such as "${{stride != 1}}"; got {value!r}',
+            )
+        return value
+
+    def repeat(self, value: Any, keys: tuple[Any, ...], path: str) -> Repeat | None:
+        if value is None:
+            return None
+        here = keys + ("repeat",)
+        index = "i"
+        if isinstance(value, dict):
+            extra = sorted(set(value) - {"n", "index"})
+            index = value.get("index", "i")
+            if extra or "n" not in value or not isinstance(index, str) or not _CHILD_NAME.match(index):
+                raise self.fail(here, path, f'`repeat` is a count, or {{ n = 3, index = "j" }}; got {value!r}')
+            value = value["n"]
+        count = self.argument(value, here, f"{path} -> repeat")
+        if not (isinstance(count, Expr) or (type(count) is int and count >= 0)):
+            raise self.fail(here, path, f"`repeat` must be a count (0 or more) or an expression; got {count!r}")
+        return Repeat(count, index)
+
+    def params(self, value: Any, keys: tuple[Any, ...], path: str) -> Mapping[str, tuple[Any, ...]]:
+        if not isinstance(value, dict):
+            raise self.fail(keys, path, "`params` must be a table of name = shape, e.g. { weight = [768, 2304] }")
+        shapes = {}
+        for name, shape in value.items():
+            here = keys + (name,)
+            if not _CHILD_NAME.match(name):
+                raise self.fail(here, path, f"parameter name '{name}' must hold only letters, digits and '_'")
+            dims = self.argument(shape, here, f"{path} -> params.{name}")
+            if not isinstance(dims, tuple) or not all(isinstance(d, Expr) or (type(d) is int and d >= 0) for d in dims):
+                raise self.fail(
+                    here, path, f"a parameter's shape is an array of sizes such as [768, 2304]; got {shape!r}"
+                )
+            shapes[name] = dims
+        return MappingProxyType(shapes)
+
+    def tie(self, value: Any, keys: tuple[Any, ...], path: str) -> Mapping[str, str]:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self.fail(
+                keys,
+                path,
+                '`tie` must be a table of "parameter" = "the parameter it is", '
+                'e.g. { "lm_head.weight" = "wte.weight" }',
+            )
+        return MappingProxyType(dict(value))
+
     def init_rules(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[InitRule, ...]:
         if not isinstance(value, dict):
-            raise self.fail(keys, path, '`init` must be a table of "glob" = "fn" or { fn = "...", ... }')
+            raise self.fail(
+                keys,
+                path,
+                '`init` is the language\'s key for init rules: a table of "glob" = "fn" or { fn = "...", ... }. '
+                f"To pass a constructor argument named 'init', write kwargs = {{ init = {value!r} }}",
+            )
         rules = []
         for pattern, rule in value.items():
             here = keys + (pattern,)
+            on: Any = ()
             if isinstance(rule, str):
                 fn, kwargs = rule, {}
             elif isinstance(rule, dict) and isinstance(rule.get("fn"), str):
-                fn, kwargs = rule["fn"], {k: _freeze(v) for k, v in rule.items() if k != "fn"}
+                fn = rule["fn"]
+                on = rule.get("on", ())
+                on = (on,) if isinstance(on, str) else on
+                if not isinstance(on, (list, tuple)) or not all(isinstance(t, str) for t in on):
+                    raise self.fail(
+                        here, path, f'`on` names block types, e.g. on = "Conv2d" or on = ["Linear"]; got {on!r}'
+                    )
+                kwargs = {
+                    k: self.argument(v, here + (k,), f"{path} -> init.{pattern}.{k}")
+                    for k, v in rule.items()
+                    if k not in ("fn", "on")
+                }
             else:
                 raise self.fail(
                     here, path, f'init rule for "{pattern}" needs `fn`, e.g. {{ fn = "normal", std = 0.01 }}'
                 )
-            rules.append(InitRule(pattern, fn, MappingProxyType(kwargs), f"{path} -> init.{pattern}", self.loc(here)))
+            rules.append(
+                InitRule(pattern, fn, MappingProxyType(kwargs), f"{path} -> init.{pattern}", self.loc(here), tuple(on))
+            )
         return tuple(rules)
 
 

@@ -1,4 +1,4 @@
-"""The plugin contract: pluggy project `zoo`, entry-point group `zoo`, three hooks.
+"""The plugin contract: pluggy project `zoo`, entry-point group `zoo`, four hooks.
 
 A plugin is a module listed under `[project.entry-points.zoo]` whose functions are marked
 with `@zoo.hookimpl`. Each hook receives a `register` callback; zoo's own blocks arrive
@@ -34,3 +34,12 @@ def zoo_registries(register: Callable[[str | Path], None]) -> None:
 @hookspec
 def zoo_initializers(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Call `register(name, fn)` for each init function `fn(tensor, **kwargs)` (used by `init` rules)."""
+
+
+@hookspec
+def zoo_ops(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Call `register(name, fn)` for each tensor function a dataflow block may use as `op = "name"`.
+
+    `fn`'s positional parameters are the tensors it takes (`in`); its keyword-only parameters are
+    the arguments a declaration writes. It must not have parameters of its own.
+    """

@@ -6,6 +6,7 @@ right after that layer gets its shape, whether by zoo.materialize or torch's fir
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
+from zoo.errors import SpecError
+
 
 @dataclass(frozen=True)
 class BoundRule:
@@ -23,6 +26,14 @@ class BoundRule:
     pattern: str
     fn: Callable[..., Any]
     kwargs: dict[str, Any]
+    on: tuple[str, ...] = ()  # only parameters of blocks of these types (or their subclasses)
+    where: str = ""  # file:line: path, for the error when the rule matches nothing
+
+    def selects(self, name: str, owner: nn.Module) -> bool:
+        """Whether the rule applies to parameter `name` (relative to the rule's block) of `owner`."""
+        if not fnmatch.fnmatchcase(name, self.pattern):
+            return False
+        return not self.on or any(cls.__name__ in self.on for cls in type(owner).__mro__)
 
 
 _DEFERRED = "_zoo_deferred_init"  # attribute on a layer: [(param name, fn, kwargs)]
@@ -37,15 +48,25 @@ def apply(module: nn.Module, rules: Iterable[BoundRule]) -> None:
     for owner_name, owner in module.named_modules(remove_duplicate=False):
         for param_name, _ in owner.named_parameters(recurse=False, remove_duplicate=False):
             owners[f"{owner_name}.{param_name}" if owner_name else param_name] = (owner, param_name)
+    used = [False] * len(rules)
     for name, (owner, param_name) in owners.items():
-        for rule in rules:
-            if fnmatch.fnmatchcase(name, rule.pattern):
+        for index, rule in enumerate(rules):
+            if rule.selects(name, owner):
+                used[index] = True
                 param = getattr(owner, param_name)
                 if isinstance(param, UninitializedParameter):
                     _defer(owner, param_name, rule)
                 else:
                     with torch.no_grad():
                         rule.fn(param, **rule.kwargs)
+    for rule, hit in zip(rules, used, strict=True):
+        if not hit:
+            on = f" on {' or '.join(rule.on)} blocks" if rule.on else ""
+            near = difflib.get_close_matches(rule.pattern, list(owners), n=3, cutoff=0.5) or list(owners)[:3]
+            raise SpecError(
+                f"{rule.where}: init rule '{rule.pattern}'{on} matches no parameter; a misspelt glob would "
+                f"silently leave the default initialisation. Nearest parameter names: {', '.join(near) or '(none)'}."
+            )
 
 
 def _defer(owner: nn.Module, param_name: str, rule: BoundRule) -> None:

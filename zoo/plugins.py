@@ -66,6 +66,7 @@ class _Staged:
     blocks: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
     inits: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    ops: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
 
     def names(self) -> set[str]:
         return {n for n, _ in self.blocks} | {e.name for e in self.entries}
@@ -101,9 +102,15 @@ def _run_hooks(plugin: object, name: str, origin: Origin) -> _Staged:
             raise TypeError(f"register(name, fn) needs a name and a callable, got {init_name!r}, {fn!r}")
         staged.inits.append((init_name, fn))
 
+    def register_op(op_name: str, fn: Callable[..., Any]) -> None:
+        if not isinstance(op_name, str) or not op_name.isidentifier() or not callable(fn):
+            raise TypeError(f"register(name, fn) needs an identifier and a callable, got {op_name!r}, {fn!r}")
+        staged.ops.append((op_name, fn))
+
     manager.hook.zoo_blocks(register=register_block)
     manager.hook.zoo_registries(register=register_registry)
     manager.hook.zoo_initializers(register=register_init)
+    manager.hook.zoo_ops(register=register_op)
     return staged
 
 
@@ -146,6 +153,8 @@ def _commit(registry: Registry, staged: _Staged, origin: Origin, report: PluginR
     registry.add_entries(staged.entries, origin)
     for name, fn in staged.inits:
         registry.add_init(name, fn, origin)
+    for name, fn in staged.ops:
+        registry.add_op(name, fn, origin)
 
 
 def _builtin_names(registry: Registry, staged: _Staged) -> set[str]:

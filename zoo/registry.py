@@ -55,7 +55,7 @@ class Provider:
 
 @dataclass(frozen=True)
 class InitFn:
-    """An init function `fn(tensor, **kwargs)` available to `init` rules."""
+    """A registered function: an init function `fn(tensor, **kwargs)` for `init` rules, or an op."""
 
     name: str
     fn: Callable[..., Any]
@@ -68,11 +68,13 @@ class Registry:
     def __init__(self) -> None:
         self._providers: dict[str, list[Provider]] = {}
         self._inits: dict[str, list[InitFn]] = {}
+        self._ops: dict[str, list[InitFn]] = {}
 
     def copy(self) -> Registry:
         clone = Registry()
         clone._providers = {k: list(v) for k, v in self._providers.items()}
         clone._inits = {k: list(v) for k, v in self._inits.items()}
+        clone._ops = {k: list(v) for k, v in self._ops.items()}
         return clone
 
     # --- adding -------------------------------------------------------------------------
@@ -86,6 +88,9 @@ class Registry:
 
     def add_init(self, name: str, fn: Callable[..., Any], origin: Origin) -> None:
         self._inits.setdefault(name.rstrip("_"), []).append(InitFn(name.rstrip("_"), fn, origin))
+
+    def add_op(self, name: str, fn: Callable[..., Any], origin: Origin) -> None:
+        self._ops.setdefault(name, []).append(InitFn(name, fn, origin))
 
     # --- reading ------------------------------------------------------------------------
 
@@ -157,6 +162,21 @@ class Registry:
 
     def init_names(self) -> list[str]:
         return sorted(self._inits)
+
+    def op(self, name: str, where: str = "") -> InitFn:
+        """The op `name` for a dataflow block. zoo's own ops win over a plugin's of the same name."""
+        candidates = self._ops.get(name)
+        if not candidates:
+            at = f"{where}: " if where else ""
+            raise UnknownNameError(
+                f"{at}unknown op '{name}'.{did_you_mean(name, self._ops)} Ops: {listing(self._ops, limit=40)}. "
+                f"A block with parameters is a `type`, not an `op`."
+            )
+        builtin = [c for c in candidates if c.origin.dist == BUILTIN]
+        return builtin[0] if builtin else candidates[-1]
+
+    def op_names(self) -> list[str]:
+        return sorted(self._ops)
 
     def clashes(self) -> list[str]:
         """Names provided more than once, for `zoo check` and `zoo plugins`."""
