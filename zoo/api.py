@@ -11,6 +11,7 @@ from torch import nn
 
 from zoo import builder, devices, lazy, plugins
 from zoo.builder import RegistryArg
+from zoo.errors import ArgumentError, listing
 from zoo.resolve import declaration, resolve
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -18,12 +19,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def build(
     name: str,
+    /,
     *,
     registry: RegistryArg = None,
     input_shape: Sequence[int] | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    **overrides: Any,
+    overrides: Mapping[str, Any] | None = None,
+    **more_overrides: Any,
 ) -> nn.Module:
     """Build the block or declared entry `name`, ready to use.
 
@@ -34,7 +37,10 @@ def build(
         device: where the parameters live: None (where built: the CPU), "auto" (CUDA if
             present, else MPS, else CPU), "cpu", "cuda:N", or a torch.device.
         dtype: the precision of the floating parameters.
-        **overrides: values for the entry's `args`, or keyword arguments of a Python block.
+        overrides: values for the entry's `args`, or keyword arguments of a Python block, as a
+            mapping: the way to pass one whose name is also one of build's own (`device`, `dtype`,
+            `registry`, `input_shape`, `overrides`).
+        **more_overrides: the same, as keywords (merged with `overrides`; a name in both is an error).
 
     Returns:
         The module; lazy layers stay uninitialised when no input shape is known.
@@ -46,12 +52,17 @@ def build(
     Example:
         >>> zoo.build("mlp", hidden=512)
         >>> zoo.build("Linear", in_features=3, out_features=4)
+        >>> zoo.build("Linear", overrides={"in_features": 3, "out_features": 4, "device": "meta"})
     """
+    both = sorted(set(overrides or {}) & set(more_overrides))
+    if both:
+        raise ArgumentError(f"zoo.build('{name}'): {listing(both)} given both in overrides= and as keywords.")
+    overrides = {**(overrides or {}), **more_overrides}
     target = devices.resolve(device) if device is not None else None  # a missing GPU fails before building
     devices.check_dtype(dtype)
     if input_shape is not None:
         input_shape = lazy.check_shape(input_shape)
-    model = builder.build(name, registry=registry, **overrides)
+    model = builder.build(name, overrides, registry=registry)
     info = builder.build_info(model)
     shape = input_shape if input_shape is not None else (info.input_shape if info else None)
     if shape is not None and lazy.is_lazy(model):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from zoo import initrules, plugins
@@ -30,6 +31,8 @@ class BuildInfo:
     declaration: dict[str, Any]  # the resolved, inlined declaration: rebuilds with no registry
     provenance: dict[str, str]  # block type → "distribution version"
     input_shape: tuple[int, ...] | None
+    input_dtype: str | None = None  # "int64" for token ids; None: the model's float dtype
+    input_high: int | None = None  # integer example inputs are drawn from [0, input_high)
 
 
 def registry_for(registry: RegistryArg) -> Registry:
@@ -42,13 +45,13 @@ def registry_for(registry: RegistryArg) -> Registry:
     return plugins.with_files(files)
 
 
-def build(name: str, *, registry: RegistryArg = None, **overrides: Any) -> nn.Module:
+def build(name: str, overrides: Mapping[str, Any] | None = None, *, registry: RegistryArg = None) -> nn.Module:
     """Construct `name` (a declared entry or a Python block) with `overrides`.
 
     Raises the first problem `zoo check` would report, before constructing anything.
     """
     reg = registry_for(registry)
-    return _build(reg, reg.resolve(name), name, overrides)
+    return _build(reg, reg.resolve(name), name, overrides or {})
 
 
 def build_declaration(
@@ -73,7 +76,13 @@ def _build(reg: Registry, provider: Provider, name: str, overrides: Mapping[str,
     assert resolution.root is not None
     module = construct(resolution.root)
     module.__dict__["zoo_info"] = BuildInfo(
-        name, dict(overrides), declaration(resolution.root), resolution.provenance, resolution.input_shape
+        name,
+        dict(overrides),
+        declaration(resolution.root),
+        resolution.provenance,
+        resolution.input_shape,
+        resolution.input_dtype,
+        resolution.input_high,
     )
     if resolution.key_map is not None:
         module.__dict__["zoo_key_map"] = resolution.key_map
@@ -132,6 +141,23 @@ class _Constructor:
             initrules.apply(
                 module, [initrules.BoundRule(r.pattern, r.fn, dict(r.kwargs), r.on, r.where) for r in rules]
             )
+
+
+def example_input(info: BuildInfo | None, shape: Sequence[int], *, seed: int | None = None) -> torch.Tensor:
+    """A random input of `shape` for a built model: floats in [0, 1), or ids in [0, high) when the entry says so."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if info is not None and info.input_dtype is not None and not getattr(torch, info.input_dtype).is_floating_point:
+        return torch.randint(
+            0, info.input_high or 2, tuple(shape), dtype=getattr(torch, info.input_dtype), generator=generator
+        )
+    dtype = getattr(torch, info.input_dtype) if info is not None and info.input_dtype else None
+    return torch.rand(tuple(shape), dtype=dtype, generator=generator)
+
+
+def input_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's example input when its entry declares one (token ids: torch.int64)."""
+    info = build_info(model)
+    return getattr(torch, info.input_dtype) if info is not None and info.input_dtype else None
 
 
 def build_info(model: nn.Module) -> BuildInfo | None:

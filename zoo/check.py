@@ -78,7 +78,8 @@ def check_input(resolution: Resolution, name: str) -> ShapeError | None:
             model = builder.construct(resolution.root)
         except ZooError:
             return None  # a constructor that cannot run on meta: the real build reports it
-        x = torch.empty(resolution.input_shape)
+        dtype = getattr(torch, resolution.input_dtype) if resolution.input_dtype else None
+        x = torch.empty(resolution.input_shape, dtype=dtype)
     return run_on_meta(model, x, name)
 
 

@@ -91,7 +91,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(zoo.summary(model))
         raise ZooError(f"'{args.name}' declares no example `input`; pass one, e.g. --input-shape 2,20")
     torch.manual_seed(args.seed)
-    X = torch.rand(shape)
+    X = builder.example_input(info, shape)
     model.eval()
     try:  # a wrong input shape fails inside torch: that is the user's input, not a zoo bug
         table = zoo.summary(model, input_shape=shape)

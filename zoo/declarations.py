@@ -44,6 +44,7 @@ CHILD_KEYS = ("in", "call", "op", "when", "repeat")  # how a parent wires and re
 LANGUAGE_KEYS = frozenset((*ENTRY_ONLY_KEYS, *BLOCK_KEYS, *CHILD_KEYS))
 DATAFLOW_KEYS = ("inputs", "out", "params", "tie")  # block keys that make a block a graph
 DEFAULT_INPUTS = ("x",)
+INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32")  # an example input's dtype
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")  # what a bare string in `layers` and `DIST:name` can say
 _CHILD_NAME = re.compile(r"^[A-Za-z0-9_]+$")  # a child's name: one attribute, one state-dict key part
 _REF = re.compile(r"^([A-Za-z0-9_]+)(?:\[(-?\d+)\])?$")  # "name" or "name[0]"
@@ -155,6 +156,8 @@ class Entry:
     origin: str  # who declared it: a distribution name, or "user" for a user file
     internal: bool = False  # a helper template, hidden from `zoo list`
     key_map: Mapping[str, Any] | None = None  # `weights = {...}`: how foreign checkpoint keys map onto ours
+    input_dtype: str | None = None  # the example input's dtype (None: the model's float dtype)
+    input_high: Any = None  # integer inputs are drawn from [0, high): a vocabulary size
 
 
 def parse_file(path: str | Path, origin: str = "user") -> dict[str, Entry]:
@@ -231,6 +234,19 @@ class _Parser:
         if not isinstance(doc, str):
             raise self.fail(keys + ("doc",), name, "`doc` must be a string")
         shape = body.get("input")
+        input_dtype, input_high = None, None
+        if isinstance(shape, dict):  # { shape = [2, 8], dtype = "int64", high = 50257 }: token ids
+            extra = sorted(set(shape) - {"shape", "dtype", "high"})
+            input_dtype, input_high = shape.get("dtype"), shape.get("high")
+            if extra or input_dtype not in INPUT_DTYPES:
+                raise self.fail(
+                    keys + ("input",),
+                    name,
+                    '`input` is a shape such as [2, 20], or { shape = [2, 8], dtype = "int64", high = 50257 } '
+                    f"with dtype one of {', '.join(INPUT_DTYPES)}; got {shape!r}",
+                )
+            input_high = self.argument(input_high, keys + ("input", "high"), f"{name} -> input.high")
+            shape = shape.get("shape")
         if shape is not None:
             shape = self.argument(shape, keys + ("input",), f"{name} -> input")
             if not (
@@ -266,6 +282,8 @@ class _Parser:
             origin=self.origin,
             internal=body.get("internal", False),
             key_map=MappingProxyType(_freeze(key_map)) if key_map is not None else None,
+            input_dtype=input_dtype,
+            input_high=input_high,
         )
 
     def child(self, value: Any, keys: tuple[Any, ...], path: str) -> Child:

@@ -61,6 +61,7 @@ class SavedConfig:
     zoo_version: str
     save_id: str | None  # the same id is in every weights file of the save
     saved_on: str | None = None  # the device the parameters were on ("cuda:0"), for a notice on load
+    input: dict[str, Any] | None = None  # the example input as a declaration's `input` (a table for token ids)
 
 
 # --- saving ----------------------------------------------------------------------------------
@@ -158,6 +159,7 @@ def config_text(model: nn.Module, save_id: str) -> str | None:
         "name": info.name,
         "declaration": info.declaration,
         "input_shape": list(info.input_shape) if info.input_shape else None,
+        **({"input_dtype": info.input_dtype, "input_high": info.input_high} if info.input_dtype else {}),
         "provenance": info.provenance,
         "saved_on": _saved_on(model),
         "overrides": {k: v if isinstance(v, (bool, int, float, str)) else repr(v) for k, v in info.overrides.items()},
@@ -490,6 +492,11 @@ def read_config(folder: str | Path) -> SavedConfig | None:
         if not ok:
             raise WeightsError(f"{file}: {message}")
     save_id, saved_on = data.get("save_id"), data.get("saved_on")
+    example: dict[str, Any] | None = None
+    if shape and data.get("input_dtype") is not None:
+        example = {"shape": shape, "dtype": data["input_dtype"]}
+        if data.get("input_high") is not None:
+            example["high"] = data["input_high"]
     return SavedConfig(
         data["name"],
         data["declaration"],
@@ -498,11 +505,13 @@ def read_config(folder: str | Path) -> SavedConfig | None:
         str(data.get("zoo_version", "?")),
         save_id if isinstance(save_id, str) else None,
         saved_on if isinstance(saved_on, str) else None,
+        example,
     )
 
 
 def _build(config: SavedConfig, reg: Registry, folder: Path) -> nn.Module:
-    declaration = {**config.declaration, **({"input": list(config.input_shape)} if config.input_shape else {})}
+    example: Any = config.input or (list(config.input_shape) if config.input_shape else None)
+    declaration = {**config.declaration, **({"input": example} if example else {})}
     return builder.build_declaration(config.name, declaration, file=str(folder / CONFIG_FILE), registry=reg)
 
 

@@ -27,7 +27,10 @@ class DataflowModule(fx.GraphModule):
     def __deepcopy__(self, memo: dict[int, Any]) -> DataflowModule:
         # fx's own deepcopy rebuilds the module from the graph, which reorders the children and drops
         # attributes such as zoo_info; copying the instance dict keeps both.
-        clone = type(self).__new__(type(self))
+        # A subclass of this instance's own class: it inherits the generated forward, and a later
+        # recompile of the clone changes the clone alone.
+        impl = type(type(self).__name__, (type(self),), {})
+        clone: DataflowModule = nn.Module.__new__(impl)
         memo[id(self)] = clone
         clone.__dict__ = copy.deepcopy(self.__dict__, memo)
         return clone

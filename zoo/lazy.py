@@ -42,7 +42,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from zoo import devices, initrules
 from zoo.blocks import LazyMyLinear
-from zoo.builder import build_info
+from zoo.builder import build_info, input_dtype
 from zoo.devices import DeviceArg
 from zoo.errors import (
     ArgumentError,
@@ -192,6 +192,7 @@ class _Probe:
 
     inputs: tuple[Any, ...]  # example inputs as given; empty when `shape` is set
     shape: tuple[int, ...] | None
+    dtype: torch.dtype | None = None  # of a shape's input when the entry declares one (token ids)
 
     def describe(self) -> str:
         if self.shape is not None:
@@ -201,14 +202,14 @@ class _Probe:
 
     def on_meta(self, dtype: torch.dtype) -> tuple[Any, ...]:
         if self.shape is not None:
-            return (torch.empty(self.shape, dtype=dtype, device="meta"),)
+            return (torch.empty(self.shape, dtype=self.dtype or dtype, device="meta"),)
         return tuple(_map_tensors(self.inputs, lambda x: torch.empty_like(x, device="meta")))
 
     def real(self, device: torch.device, dtype: torch.dtype, batch: int | None) -> tuple[Any, ...]:
         """Real inputs on `device`; with `batch`, cut to that many samples along dim 0."""
         if self.shape is not None:
             shape = (min(self.shape[0], batch), *self.shape[1:]) if batch else self.shape
-            return (torch.zeros(shape, dtype=dtype, device=device),)
+            return (torch.zeros(shape, dtype=self.dtype or dtype, device=device),)
 
         def cut(x: torch.Tensor) -> torch.Tensor:
             return (x[:batch] if batch and x.dim() > 0 else x).to(device)
@@ -222,10 +223,10 @@ def _probe(model: nn.Module, example_inputs: tuple[Any, ...], input_shape: Seque
     if example_inputs:
         return _Probe(tuple(example_inputs), None)
     if input_shape is not None:
-        return _Probe((), check_shape(input_shape))
+        return _Probe((), check_shape(input_shape), input_dtype(model))
     info = build_info(model)
     if info is not None and info.input_shape:
-        return _Probe((), tuple(info.input_shape))
+        return _Probe((), tuple(info.input_shape), input_dtype(model))
     raise ArgumentError(
         f"{_label(model)} has lazy layers ({listing(_lazy_owners(model))}) whose input sizes zoo cannot guess: "
         "pass example inputs, or input_shape=(batch, ...) such as input_shape=(2, 20)"
@@ -802,7 +803,7 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> ShapeTrace:
     Raises:
         ArgumentError: a bad shape. ShapeError: the model rejects the input.
     """
-    probe = _Probe((), check_shape(input_shape))
+    probe = _Probe((), check_shape(input_shape), input_dtype(model))
     watch, notice = _watched_pass(
         model, probe, device=_model_device(model), dtype=_model_float_dtype(model), fallback="copied", batch=None
     )

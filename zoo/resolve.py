@@ -110,6 +110,8 @@ class Resolution:
     provenance: dict[str, str] = field(default_factory=dict)  # block type → "distribution version"
     key_map: Mapping[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    input_dtype: str | None = None  # an example input of integers (token ids) says so
+    input_high: int | None = None
 
 
 def resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any], name: str) -> Resolution:
@@ -117,6 +119,7 @@ def resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any]
     resolver = _Resolver(registry)
     input_shape = None
     key_map = None
+    dtype, high = None, None
     if provider.factory is not None:
         try:
             root: Resolved | None = resolver.call(
@@ -128,7 +131,8 @@ def resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any]
         assert provider.entry is not None
         root, input_shape = resolver.entry(provider.entry, overrides, name)
         key_map = provider.entry.key_map
-    return Resolution(root, resolver.errors, input_shape, resolver.provenance, key_map, resolver.warnings)
+        dtype, high = resolver.input_dtype(provider.entry, overrides, name)
+    return Resolution(root, resolver.errors, input_shape, resolver.provenance, key_map, resolver.warnings, dtype, high)
 
 
 class _Broken(Exception):
@@ -264,8 +268,23 @@ class _Resolver:
             return None
         return tuple(shape)
 
+    def input_dtype(self, entry: Entry, overrides: Mapping[str, Any], where: str) -> tuple[str | None, int | None]:
+        if entry.input_dtype is None:
+            return None, None
+        try:
+            params, _ = split_overrides(entry, overrides, where)
+            high = evaluate(entry.input_high, _Args(entry, params, where), f"{entry.loc}: {where} -> input.high")
+        except ZooError as err:
+            self.errors.append(err)
+            return None, None
+        if high is not None and (type(high) is not int or high < 1):
+            self.errors.append(SpecError(f"{entry.loc}: {where}: `input.high` must be a positive int, got {high!r}."))
+            return None, None
+        return entry.input_dtype, high
+
     def warn_unused(self, entry: Entry, args: _Args) -> None:
         used = set(names_in(entry.params)) | set(names_in(entry.input_shape)) | set(_names_in_node(entry.node))
+        used |= set(names_in(entry.input_high))
         for name in entry.params:
             if name not in used:
                 self.warnings.append(
