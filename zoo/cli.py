@@ -49,6 +49,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         provider = reg.providers(name)[-1]
         if provider.entry is None and not (args.all or args.pattern):
             continue
+        if provider.entry is not None and provider.entry.internal and not args.all:
+            continue  # a helper template (`internal = true`)
         kind = "entry" if provider.entry is not None else "block"
         doc = provider.entry.doc if provider.entry is not None else ""
         shown.append((name, kind, str(provider.origin), doc))
@@ -111,10 +113,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     from zoo.registry import USER
 
     reg = builder.registry_for(list(args.files) or None)
-    errors = check.check_registry(reg, origins={USER} if args.files else None)
+    advice: list[str] = []
+    errors = check.check_registry(reg, origins={USER} if args.files else None, warnings=advice)
     checked = [n for n in reg.names() if any(p.entry is not None for p in reg.providers(n))]
     if args.files:
         checked = [n for n in checked if any(p.origin.dist == USER for p in reg.providers(n))]
+    for line in advice:
+        print(f"warning: {line}", file=sys.stderr)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
     if errors:
@@ -314,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("list", cmd_list, "List declared entries (and Python blocks with --all or a pattern).")
     p.add_argument("pattern", nargs="?", help="glob, e.g. '*mlp*'")
-    p.add_argument("--all", action="store_true", help="include Python blocks")
+    p.add_argument("--all", action="store_true", help="include Python blocks and internal helper entries")
     with_registry(p)
 
     p = command("show", cmd_show, "Show a name's resolved declaration and where it came from.")

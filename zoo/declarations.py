@@ -117,7 +117,7 @@ class Repeat:
 class Node:
     """One block to construct (or, with `op`, one tensor function to call): type, arguments, children."""
 
-    type: str | None  # None for an op node
+    type: str | Expr | None  # None for an op node; an Expr such as "${act}" is evaluated when resolved
     kwargs: Mapping[str, Any]  # scalars, tuples, mappings, nested Node, Expr
     path: str  # `chimera -> layers[2]`, for messages
     loc: Location
@@ -341,7 +341,9 @@ class _Parser:
                 f"argument named '{key}', write kwargs = {{ {key} = ... }}",
             )
         type_ = body.get("type", "Sequential" if layers is not None else None)
-        if not isinstance(type_, str) or not type_:
+        if isinstance(type_, str) and has_template(type_):
+            type_ = parse_expr(type_, f"{self.loc(keys + ('type',))}: {path} -> type")
+        elif not isinstance(type_, str) or not type_:
             found = "no `type`" if type_ is None else f"type = {type_!r}"
             typo = nearest("type", [k for k in body if k not in LANGUAGE_KEYS])
             hint = f" Is '{typo}' a misspelt `type`?" if typo else ""
@@ -767,11 +769,59 @@ class _Scanner:
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+_WIDTH = 100  # a value longer than this is written on several lines
+_ORDERED = ("layers", "init")  # tables whose order is meaning: dataflow order, rule order
+
+
 def dump_entry(name: str, declaration: Mapping[str, Any]) -> str:
-    """A declaration as registry TOML (one `[name]` table, nested blocks inline)."""
-    lines = [f"[{_key(name)}]"]
-    lines += [f"{_key(k)} = {_toml(v)}" for k, v in declaration.items()]
+    """A declaration as readable registry TOML: short values inline, long tables as [sub.tables].
+
+    Parsing the text gives the same declaration back.
+    """
+    lines: list[str] = []
+    _dump_table(lines, (name,), declaration)
     return "\n".join(lines) + "\n"
+
+
+def _dump_table(lines: list[str], path: tuple[str, ...], body: Mapping[str, Any], array: bool = False) -> None:
+    def too_long(key: str, value: Any) -> bool:
+        return len(key) + len(_toml(value)) > _WIDTH
+
+    tables = [k for k, v in body.items() if isinstance(v, Mapping) and v and too_long(k, v)]
+    arrays = [
+        k
+        for k, v in body.items()
+        if isinstance(v, (list, tuple))
+        and v
+        and all(isinstance(x, (Mapping, str)) for x in v)
+        and too_long(k, v)
+        and any(isinstance(x, Mapping) for x in v)
+    ]
+    if tables and path[-1] in _ORDERED and len(path) > 1 and not array:
+        tables = list(body)  # all as sub-tables, or TOML would put the inline ones first
+    if lines:
+        lines.append("")
+    header = ".".join(_key(p) for p in path)
+    lines.append(f"[[{header}]]" if array else f"[{header}]")
+    for key, value in body.items():
+        if key in tables or key in arrays:
+            continue
+        text = f"{_key(key)} = {_toml(value)}"
+        if len(text) > _WIDTH and isinstance(value, (list, tuple)) and value:
+            text = f"{_key(key)} = [\n" + "".join(f"  {_toml(v)},\n" for v in value) + "]"
+        lines.append(text)
+    for key in tables:
+        _dump_table(lines, (*path, key), _as_table(body[key]))
+    for key in arrays:
+        for item in body[key]:
+            _dump_table(lines, (*path, key), _as_table(item), array=True)
+
+
+def _as_table(value: Any) -> Mapping[str, Any]:
+    """A bare block name or "@shared" as a table of its own, where a table is needed."""
+    if isinstance(value, str):
+        return {"use": value} if value.startswith("@") else {"type": value}
+    return value
 
 
 def _key(key: str) -> str:

@@ -198,7 +198,7 @@ def _qualify(node: Node, own: set[str], dist: str) -> Node:
     layers = None if node.layers is None else tuple(c if isinstance(c, SharedRef) else value(c) for c in node.layers)
     return dataclasses.replace(
         node,
-        type=f"{dist}:{node.type}" if node.type in own else node.type,
+        type=f"{dist}:{node.type}" if isinstance(node.type, str) and node.type in own else node.type,
         kwargs=value(node.kwargs),
         layers=layers,
         shared=value(node.shared),

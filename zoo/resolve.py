@@ -212,6 +212,7 @@ class _Resolver:
         self.provenance: dict[str, str] = {}
         self.entries: tuple[str, ...] = ()  # entries being resolved, for cycles
         self.shared: list[dict[str, Resolved | None]] = []  # `shared` scopes, innermost last
+        self.values: Mapping[str, Ref] = {}  # the values of the dataflow block being resolved, for hints
 
     def fail(self, err: ZooError) -> _Broken:
         self.errors.append(err)
@@ -247,7 +248,7 @@ class _Resolver:
         finally:
             self.entries = outer
         shape = self.input_shape(entry, args, where)
-        if shape is None and root is not None and entry.node.type is not None:
+        if shape is None and root is not None and isinstance(entry.node.type, str):
             # An entry used as a type (`type = "mlp"`) takes that entry's example input.
             inner = self.registry.providers(entry.node.type.split(":")[-1])
             if inner and inner[-1].entry is not None and inner[-1].entry.input_shape is not None:
@@ -298,7 +299,10 @@ class _Resolver:
     ) -> Resolved:
         where = _at(node.loc, node.path)
         assert node.type is not None  # op nodes are steps, resolved by graph()
-        provider = self.attempt(lambda: self.registry.resolve(node.type or "", where=where))
+        type_name = self.attempt(lambda: evaluate(node.type, scope, f"{where} -> type"))
+        if not isinstance(type_name, str) or not type_name:
+            raise self.fail(SpecError(f"{where}: `type` must name a block or entry, got {type_name!r}."))
+        provider = self.attempt(lambda: self.registry.resolve(type_name, where=where))
         kwargs = self.kwargs(node, scope)
         kwargs.update(direct)
         if provider.entry is not None:
@@ -313,7 +317,7 @@ class _Resolver:
             labels = tuple(names) if node.layer_names is not None else None
             return self.call(
                 provider,
-                node.type,
+                type_name,
                 kwargs,
                 kids,
                 labels,
@@ -330,7 +334,7 @@ class _Resolver:
         """An entry used as a type: its tree, with this node's keys as overrides and its init rules after."""
         where = _at(node.loc, node.path)
         if node.layers is not None:
-            raise self.fail(SpecError(f"{where}: '{node.type}' is a declared entry; it takes no `layers`."))
+            raise self.fail(SpecError(f"{where}: '{entry.name}' is a declared entry; it takes no `layers`."))
         for key, value in kwargs.items():
             if isinstance(value, (Block, Graph, Use)):
                 raise self.fail(SpecError(f"{where} -> {key}: an entry's arguments are values, not blocks."))
@@ -450,6 +454,13 @@ class _Resolver:
                         raise _Broken()
                     return Use(child.name, target, _at(child.loc, child.path))
             known = [n for declared in self.shared for n in declared]
+            if child.name in self.values:
+                raise self.fail(
+                    SpecError(
+                        f"{child.loc}: {child.path}: '@{child.name}' would share a block's weights, but "
+                        f"'{child.name}' is a value of this block. To take its output, write in = \"{child.name}\"."
+                    )
+                )
             raise self.fail(
                 SpecError(
                     f"{child.loc}: {child.path}: '@{child.name}' names no shared block."
@@ -463,6 +474,7 @@ class _Resolver:
         """A chain's children with repeats expanded and left-out ones dropped; errors collected."""
         names: list[str] = []
         children: list[Resolved] = []
+        outer, self.values = self.values, {n: Ref(n) for n in node.layer_names or () if isinstance(n, str)}
         for index, child in enumerate(node.layers or ()):
             label = node.layer_names[index] if node.layer_names is not None else None
             try:
@@ -475,6 +487,7 @@ class _Resolver:
                     names.append(name if name is not None else str(len(children) - 1))
             except _Broken:
                 continue
+        self.values = outer
         self.unique(node, names)
         return names, children
 
@@ -515,12 +528,14 @@ class _Resolver:
             self.errors.append(SpecError(f"{where}: '{clash}' is both an input and a parameter."))
         previous = Ref(node.inputs[0])
         steps: list[Step] = []
+        outer, self.values = self.values, known
         for index, child in enumerate(node.layers or ()):
             label = node.layer_names[index] if node.layer_names is not None else None
             try:
                 previous = self.step(node, child, label, scope, known, steps, previous)
             except _Broken:
                 continue
+        self.values = outer
         out = self.out(node, known, previous)
         graph = Graph(
             name, node.inputs, tuple(steps), out, params, node.tie, self.init(node.init, scope), shared, where
@@ -730,10 +745,20 @@ def declaration(tree: Resolved) -> Any:
             kids = [declaration(c) for c in tree.children]
             out["layers"] = dict(zip(tree.child_names, kids, strict=True)) if tree.child_names is not None else kids
     else:
-        if tree.inputs != DEFAULT_INPUTS:
-            out["inputs"] = list(tree.inputs)
-        out["layers"] = {step.name: _step(step) for step in tree.steps}
-        out["out"] = str(tree.out) if not isinstance(tree.out, tuple) else [str(r) for r in tree.out]
+        previous = Ref(tree.inputs[0])
+        layers = {}
+        for step in tree.steps:
+            layers[step.name] = _step(step, previous)
+            previous = Ref(step.name)
+        if (
+            tree.inputs != DEFAULT_INPUTS
+            or not any("in" in body or "op" in body for body in layers.values())
+            and not (tree.params or tree.tie)
+        ):
+            out["inputs"] = list(tree.inputs)  # also what marks a chain with nothing else as a graph
+        out["layers"] = layers
+        if tree.out != previous:
+            out["out"] = str(tree.out) if not isinstance(tree.out, tuple) else [str(r) for r in tree.out]
         if tree.params:
             out["params"] = {n: list(s) for n, s in tree.params.items()}
         if tree.tie:
@@ -752,14 +777,17 @@ def declaration(tree: Resolved) -> Any:
     return out
 
 
-def _step(step: Step) -> Any:
+def _step(step: Step, previous: Ref) -> Any:
     if step.block is not None:
         body = declaration(step.block)
         body = {"use": body} if isinstance(body, str) else body
     else:
         body = {"op": step.op}
         _put_kwargs(body, step.op_kwargs)
-    body["in"] = {k: str(r) for k, r in step.kwargs.items()} if step.kwargs else [str(r) for r in step.args]
+    if step.kwargs:
+        body["in"] = {k: str(r) for k, r in step.kwargs.items()}
+    elif step.args != (previous,):  # the previous value is what a child takes unless it says otherwise
+        body["in"] = str(step.args[0]) if len(step.args) == 1 else [str(r) for r in step.args]
     if step.call:
         body["call"] = {k: _plain(v) for k, v in step.call.items()}
     return body

@@ -85,6 +85,7 @@ def check_op_call(
     params = list(sig.parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+    n_inputs += sum(1 for p in positional if p.name in kwargs)  # tensors given by name: in = { q = "q", ... }
     required = [p for p in positional if p.default is p.empty]
     if n_inputs < len(required) or (not varargs and n_inputs > len(positional)):
         takes = (
