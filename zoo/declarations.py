@@ -821,6 +821,7 @@ def _as_table(value: Any) -> Mapping[str, Any]:
     """A bare block name or "@shared" as a table of its own, where a table is needed."""
     if isinstance(value, str):
         return {"use": value} if value.startswith("@") else {"type": value}
+    assert isinstance(value, Mapping)
     return value
 
 
