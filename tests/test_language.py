@@ -414,3 +414,10 @@ def test_the_readme_examples_paste_into_a_file_of_ones_own(write_toml: Callable[
         assert check.check_registry(builder.registry_for(path), origins={USER}) == []
     stage = zoo.build("my_resnet_stage", registry=path)
     assert "block1.downsample.0.weight" in stage.state_dict() and "layer1.1.conv2.weight" in stage.state_dict()
+
+
+def test_a_module_list_as_a_layer_is_refused_at_check(write_toml: Callable[..., Path]) -> None:
+    path = write_toml('[m]\nlayers = [{ type = "ModuleList", layers = ["ReLU"] }, "ReLU"]\n')
+    (problem,) = _problems(path)
+    assert f"{path}:2: m -> layers[0]: ModuleList holds blocks but cannot be called" in problem
+    assert zoo.build("ModuleList", overrides={"modules": None}) is not None  # on its own it is fine

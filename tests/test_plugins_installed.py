@@ -78,7 +78,7 @@ def test_the_readmes_plugin_in_20_lines_works_once_installed(env: ScratchEnv, wh
     assert "Scale" in done.stdout and "output: (2, 10)" in done.stdout
     shown = env.zoo("show", "scaled_mlp")
     assert "# scaled_mlp: entry from zoo-scaled 0.1.0" in shown.stdout
-    assert '{ type = "zoo-scaled:Scale", factor = 0.5 }' in shown.stdout
+    assert 'type = "zoo-scaled:Scale"\nfactor = 0.5' in shown.stdout  # qualified: the plugin's own block
 
 
 def test_an_editable_install_registers_the_same_entry_point(env: ScratchEnv, tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         status += f" by {plugins.DISABLE_ENV}" if r.status == "disabled" else ""
         load = f"{r.seconds * 1000:.1f} ms" if r.status != "disabled" else "-"
         rows.append((r.name, f"{r.dist} {r.version or ''}".strip(), r.module, load, status))
-        kinds = (("blocks", r.blocks), ("entries", r.entries), ("init functions", r.inits))
+        kinds = (("blocks", r.blocks), ("entries", r.entries), ("init functions", r.inits), ("ops", r.ops))
         lines = [f"{len(names)} {kind}: {listing(names)}" for kind, names in kinds if names]
         details.append(lines + [f"note: {note}" for note in r.notes])
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -50,6 +50,7 @@ class PluginReport:
     blocks: list[str] = field(default_factory=list)
     entries: list[str] = field(default_factory=list)
     inits: list[str] = field(default_factory=list)
+    ops: list[str] = field(default_factory=list)
     shadowed: list[str] = field(default_factory=list)  # built-in names it also registers (ignored bare)
     notes: list[str] = field(default_factory=list)  # what zoo ignored, each also given as a ZooPluginWarning
 
@@ -147,6 +148,7 @@ def _commit(registry: Registry, staged: _Staged, origin: Origin, report: PluginR
     report.blocks = sorted({n for n, _ in staged.blocks})
     report.entries = sorted({e.name for e in staged.entries})
     report.inits = sorted({n for n, _ in staged.inits})
+    report.ops = sorted({n for n, _ in staged.ops})
     report.shadowed = sorted(_builtin_names(registry, staged))
     for name, factory in staged.blocks:
         registry.add_block(name, factory, origin)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from torch import nn
+
 from zoo.declarations import (
     DEFAULT_INPUTS,
     LANGUAGE_KEYS,
@@ -313,6 +315,9 @@ class _Resolver:
             if node.graph:
                 return self.graph(node, scope, shared, graph_name)
             names, children = self.children(node, scope)
+            if _calls_children(provider):
+                for kid in children:
+                    self.callable_child(kid)
             kids = tuple(children) if node.layers is not None else None
             labels = tuple(names) if node.layer_names is not None else None
             return self.call(
@@ -500,6 +505,17 @@ class _Resolver:
             provider, "Sequential", {}, tuple(copies), None, None, (), {}, f"{child.path} (repeat)", child.loc
         )
 
+    def callable_child(self, child: Resolved) -> None:
+        """A container that holds blocks but has no forward (ModuleList) cannot be a layer of a chain or graph."""
+        block = child.target if isinstance(child, Use) else child
+        if isinstance(block, Block) and not _has_forward(block.provider):
+            self.errors.append(
+                SpecError(
+                    f"{block.where}: {block.type} holds blocks but cannot be called, so it cannot be a layer here. "
+                    'Use "Sequential" to chain its children, or a dataflow block to wire them.'
+                )
+            )
+
     def unique(self, node: Node, names: list[str]) -> None:
         seen: set[str] = set()
         for name in names:
@@ -592,6 +608,8 @@ class _Resolver:
                         "(inputs, params and children share one namespace)."
                     )
                 )
+            if block is not None:
+                self.callable_child(block)
             steps.append(Step(name, block, op, fn, op_kwargs, args, kwargs, call, where))
             known[name] = Ref(name)
             previous = Ref(name)
@@ -683,6 +701,17 @@ class _Resolver:
             check_init_kwargs(self.errors, rule.fn, fn.fn, kwargs, where)
             resolved.append(Init(rule.pattern, rule.fn, fn.fn, kwargs, rule.on, where))
         return tuple(resolved)
+
+
+def _calls_children(provider: Provider) -> bool:
+    """Whether a block calls its children in a chain (Sequential, the seed's MySequential)."""
+    factory = provider.factory
+    return isinstance(factory, type) and (issubclass(factory, nn.Sequential) or factory.__name__ == "MySequential")
+
+
+def _has_forward(provider: Provider) -> bool:
+    factory = provider.factory
+    return not (isinstance(factory, type) and issubclass(factory, nn.Module) and factory.forward is nn.Module.forward)
 
 
 def split_overrides(entry: Entry, overrides: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
