@@ -150,30 +150,14 @@ class Registry:
 
     def init_fn(self, name: str, where: str = "") -> InitFn:
         """The init function `name` (a trailing underscore is ignored: normal_ = normal)."""
-        candidates = self._inits.get(name.rstrip("_"))
-        if not candidates:
-            at = f"{where}: " if where else ""
-            raise UnknownNameError(
-                f"{at}unknown init function '{name}'.{did_you_mean(name.rstrip('_'), self._inits)} "
-                f"Known: {listing(self._inits, limit=20)}."
-            )
-        builtin = [c for c in candidates if c.origin.dist == BUILTIN]
-        return builtin[0] if builtin else candidates[-1]
+        return _pick(self._inits, name.rstrip("_"), "init function", where, "")
 
     def init_names(self) -> list[str]:
         return sorted(self._inits)
 
     def op(self, name: str, where: str = "") -> InitFn:
-        """The op `name` for a dataflow block. zoo's own ops win over a plugin's of the same name."""
-        candidates = self._ops.get(name)
-        if not candidates:
-            at = f"{where}: " if where else ""
-            raise UnknownNameError(
-                f"{at}unknown op '{name}'.{did_you_mean(name, self._ops)} Ops: {listing(self._ops, limit=40)}. "
-                f"A block with parameters is a `type`, not an `op`."
-            )
-        builtin = [c for c in candidates if c.origin.dist == BUILTIN]
-        return builtin[0] if builtin else candidates[-1]
+        """The op `name` for a dataflow block."""
+        return _pick(self._ops, name, "op", where, " A block with parameters is a `type`, not an `op`.")
 
     def op_names(self) -> list[str]:
         return sorted(self._ops)
@@ -188,3 +172,15 @@ class Registry:
             dist, base = name.split(":", 1)
             return dist, base
         return None, name
+
+
+def _pick(table: dict[str, list[InitFn]], name: str, kind: str, where: str, hint: str) -> InitFn:
+    """The function registered as `name`; zoo's own wins over a plugin's of the same name."""
+    candidates = table.get(name)
+    if not candidates:
+        at = f"{where}: " if where else ""
+        raise UnknownNameError(
+            f"{at}unknown {kind} '{name}'.{did_you_mean(name, table)} Known: {listing(table, limit=40)}.{hint}"
+        )
+    builtin = [c for c in candidates if c.origin.dist == BUILTIN]
+    return builtin[0] if builtin else candidates[-1]
