@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import torch
 from torch import nn
 
-from zoo import builder, devices, lazy, plugins
+from zoo import builder, devices, distributed, lazy, plugins
 from zoo.builder import RegistryArg
-from zoo.errors import ArgumentError, listing
+from zoo.errors import ArgumentError, DeviceError, listing
 from zoo.resolve import declaration, resolve
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
+    from zoo.distributed import ShardPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +30,8 @@ def build(
     input_shape: Sequence[int] | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    mesh: DeviceMesh | None = None,
+    shard: ShardPolicy = None,
     overrides: Mapping[str, Any] | None = None,
     **more_overrides: Any,
 ) -> nn.Module:
@@ -37,9 +44,14 @@ def build(
         device: where the parameters live: None (where built: the CPU), "auto" (CUDA if
             present, else MPS, else CPU), "cpu", "cuda:N", or a torch.device.
         dtype: the precision of the floating parameters.
+        mesh: shard the model over the ranks of this torch.distributed DeviceMesh with FSDP2: it is
+            built on the meta device and each rank allocates and initialises only its rows
+            (see "When one machine is not enough" in the README). Not together with `device`.
+        shard: with `mesh`, which blocks become FSDP units: block type names or classes, or a
+            function (path, module) -> bool. Default: every block that owns parameters itself.
         overrides: values for the entry's `args`, or keyword arguments of a Python block, as a
             mapping: the way to pass one whose name is also one of build's own (`device`, `dtype`,
-            `registry`, `input_shape`, `overrides`).
+            `registry`, `input_shape`, `mesh`, `shard`, `overrides`).
         **more_overrides: the same, as keywords (merged with `overrides`; a name in both is an error).
 
     Returns:
@@ -58,6 +70,14 @@ def build(
     if both:
         raise ArgumentError(f"zoo.build('{name}'): {listing(both)} given both in overrides= and as keywords.")
     overrides = {**(overrides or {}), **more_overrides}
+    if mesh is not None or shard is not None:
+        if device is not None:
+            raise DeviceError(f"zoo.build('{name}'): pass device= or mesh=, not both (the mesh says where)")
+        shape = lazy.check_shape(input_shape) if input_shape is not None else None
+        devices.check_dtype(dtype)
+        return distributed.build(
+            name, mesh=mesh, shard_policy=shard, registry=registry, input_shape=shape, dtype=dtype, overrides=overrides
+        )
     target = devices.resolve(device) if device is not None else None  # a missing GPU fails before building
     devices.check_dtype(dtype)
     if input_shape is not None:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo import folder, fsio, lazy, weights
+from zoo import distributed, folder, fsio, lazy, weights
 from zoo.errors import ArgumentError, WeightsError, listing
 
 STATE_FILE = "trainer_state.safetensors"
@@ -78,27 +78,47 @@ def save(
     if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
         raise ArgumentError(f"keep_last must be None or an int >= 1, got {keep_last!r}")
     lazy.require_materialized(model, "save a checkpoint of")
+    sharded = distributed.is_sharded(model)  # then every rank calls save, and each writes its part
+    if optimizer is None:
+        optimizer_state = None
+    else:  # a sharded model's optimizer state is gathered onto rank 0, by parameter name
+        optimizer_state = distributed.optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
     state = {
         "step": step,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": optimizer_state,
         "optimizer_class": _qualified_name(optimizer) if optimizer is not None else None,
         "extra": dict(extra) if extra is not None else {},
     }
-    save_id = folder.new_save_id()
+    save_id = distributed.same_on_all_ranks(folder.new_save_id()) if sharded else folder.new_save_id()
     config = folder.config_text(model, save_id)
     root = Path(directory)
     target = root / _STEP_DIR.format(step)
     try:
-        with fsio.atomic_dir(target) as temp:
-            weights.save_tensors(state, temp / STATE_FILE)  # first: a value it cannot store fails before the weights
-            folder.write_model(temp, model, config, save_id, card=False)
+        if sharded:
+            with distributed.atomic_dir(target) as temp:
+                distributed.write_model(
+                    temp, model, config, save_id
+                )  # collective first: a rank failing alone cannot hang it
+                if distributed.rank() == 0:
+                    weights.save_tensors(state, temp / STATE_FILE)
+        else:
+            with fsio.atomic_dir(target) as temp:
+                weights.save_tensors(
+                    state, temp / STATE_FILE
+                )  # first: a value it cannot store fails before the weights
+                folder.write_model(temp, model, config, save_id, card=False)
     except OSError as err:  # a full disk, no permission: earlier checkpoints are untouched
         raise WeightsError(f"cannot save a checkpoint to {target}: {err}") from err
+    if sharded and distributed.rank() != 0:
+        distributed.agree(True)  # returns once rank 0 has rotated the old checkpoints
+        return target
     fsio.remove_stale(root)
     if keep_last is not None:
         for old in checkpoints(root)[:-keep_last]:
             if old.name != target.name:
                 fsio.remove_dir(old)
+    if sharded:
+        distributed.agree(True)
     return target
 
 
@@ -136,9 +156,15 @@ def resume(
     step, saved_optimizer, extra = _unpack(state, path / STATE_FILE)
     if optimizer is not None:
         _check_optimizer(optimizer, saved_optimizer, state.get("optimizer_class"), path / STATE_FILE)
-    weights.load_weights(model, path)
+    if distributed.is_sharded(model):
+        distributed.load_into(model, path)  # each rank reads its rows
+    else:
+        weights.load_weights(model, path)
     if optimizer is not None:
-        optimizer.load_state_dict(saved_optimizer)
+        if distributed.is_sharded(model) or distributed.by_name(saved_optimizer):
+            distributed.load_optimizer(model, optimizer, saved_optimizer)  # saved on any number of ranks
+        else:
+            optimizer.load_state_dict(saved_optimizer)
     return Checkpoint(path, step, extra)
 
 

@@ -66,6 +66,10 @@ class DeviceError(ZooError, ValueError):
     """A device that is not there, or a model that does not fit the memory given."""
 
 
+class DistributedError(ZooError, RuntimeError):
+    """A sharded build, load or save that cannot run: no process group, a mesh that does not fit, a failed rank."""
+
+
 class HubError(ZooError, RuntimeError):
     """A Hub repository or file cannot be fetched or pushed."""
 

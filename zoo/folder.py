@@ -22,15 +22,16 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
-from zoo import builder, devices, fsio, lazy, weights
+from zoo import builder, devices, distributed, fsio, lazy, weights
 from zoo.builder import RegistryArg
 from zoo.errors import (
+    ArgumentError,
     DeviceError,
     NotMaterializedError,
     UnknownNameError,
@@ -42,6 +43,11 @@ from zoo.errors import (
 from zoo.placement import Plan, dispatch
 from zoo.placement import plan as plan_placement
 from zoo.registry import Registry
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
+    from zoo.distributed import ShardPolicy
 
 CONFIG_FILE = "config.json"
 CARD_FILE = "README.md"
@@ -101,6 +107,16 @@ def save(
     """
     lazy.require_materialized(model, "save")
     target = Path(path)
+    if distributed.is_sharded(model):
+        if max_shard_size is not None or dtype is not None:
+            raise ArgumentError(
+                "a sharded model is saved one shard file per rank: max_shard_size= and dtype= do not apply"
+            )
+        save_id = distributed.same_on_all_ranks(new_save_id())
+        config = config_text(model, save_id)
+        with distributed.atomic_dir(target) as folder:
+            distributed.write_model(folder, model, config, save_id)
+        return target
     if target.exists() and not target.is_dir():
         raise WeightsError(f"{target} is a file; zoo.save writes a folder (model.safetensors, config.json, README.md)")
     save_id = new_save_id()
@@ -266,6 +282,8 @@ def load(
     dtype: torch.dtype | None = None,
     strict: bool = True,
     registry: RegistryArg = None,
+    mesh: DeviceMesh | None = None,
+    shard: ShardPolicy = None,
 ) -> nn.Module:
     """Rebuild the model saved in the folder `path` from its config.json and load its weights; in eval mode.
 
@@ -287,6 +305,10 @@ def load(
             model is built normally (random initial values), what fits is loaded, and the
             LoadReport is left on the model as `model.zoo_load_report`.
         registry: extra registry files, as for zoo.build (blocks come from the installed plugins).
+        mesh: shard the model over the ranks of this torch.distributed DeviceMesh with FSDP2: each
+            rank allocates and reads from the files only its rows of each tensor. Strict; not
+            together with `device` or `device_map`.
+        shard: with `mesh`, which blocks become FSDP units, as for zoo.build.
 
     Raises:
         WeightsError: no such folder, no zoo save in it, no config.json (weights only: use
@@ -297,6 +319,12 @@ def load(
         ArgumentError: `dtype` is not a floating-point torch.dtype (a string such as "float16").
     """
     devices.check_dtype(dtype)  # a dtype given as a string ("float16") would reach torch as a device
+    if mesh is not None or shard is not None:
+        if device is not None or device_map is not None or not strict:
+            raise DeviceError(
+                f"load {path}: mesh= places the shards itself; it takes no device=, device_map= or strict=False"
+            )
+        return distributed.load(path, mesh=mesh, shard_policy=shard, dtype=dtype, registry=registry)
     if isinstance(path, str) and path.startswith("hf://"):  # before Path(), which would fold the "//"
         from zoo import hub  # only Hub loads pay for importing huggingface_hub
 

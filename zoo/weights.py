@@ -129,6 +129,11 @@ class StoredTensors:
         info = self.info(key)
         return self._handles[info.file].get_tensor(info.key)  # type: ignore[no-any-return]
 
+    def part(self, key: str, index: tuple[slice, ...]) -> torch.Tensor:
+        """The part `index` of the tensor stored for `key`, reading only its bytes (a rank's shard)."""
+        info = self.info(key)
+        return self._handles[info.file].get_slice(info.key)[index]  # type: ignore[no-any-return]
+
     @property
     def save_id(self) -> str | None:
         """The id of the save that wrote these files (checked to be one), if it recorded one."""
