@@ -30,6 +30,7 @@ SCRIPTS = [
     ("materialise", "bench_materialize.py"),
     ("hub", "bench_hub.py"),
     ("gpu", "bench_gpu.py"),
+    ("distributed", "bench_distributed.py"),
 ]
 
 
@@ -108,6 +109,14 @@ def summary(results: dict[str, dict]) -> list[dict[str, Any]]:
     for row in results.get("hub", {}).get("rows", []):
         if row["case"] in ("zoo.pull, empty cache", "zoo.pull, cached (online)"):
             add(f"hub: {row['case']} / snapshot_download + zoo.load", row["vs snapshot_download + zoo.load"], "", None)
+    ratios = results.get("distributed", {}).get("ratios", {})
+    if ratios:
+        rss = ratios["rss_2_vs_1"]
+        add("sharded load: peak RSS per rank, 2 ranks / 1", rss, "<= 0.6", rss <= 0.6)
+        add("sharded load: time, 2 ranks / 1", ratios["load_2_vs_1"], "", None)
+        add("sharded checkpoint save: time, 2 ranks / 1", ratios["save_2_vs_1"], "", None)
+        add("sharded load, 2 ranks / unsharded zoo.load (all read)", ratios["load_2_vs_unsharded"], "", None)
+        add("checkpoint save, 2 ranks / unsharded", ratios["save_2_vs_unsharded"], "", None)
     return rows
 
 

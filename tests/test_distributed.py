@@ -260,6 +260,26 @@ def test_one_rank_round_trip_through_zoo_save(mesh: object, tmp_path: Path) -> N
     assert_same_weights({k: v.full_tensor() for k, v in again.state_dict().items()}, full)
 
 
+def test_a_hub_repo_loads_sharded(mesh: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubserver import HubServer
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    torch.manual_seed(0)
+    model = zoo.build("mlp", hidden=16)
+    with HubServer() as server:
+        zoo.push(model, "org/mlp", endpoint=server.url, token="test-token")
+        # zoo.load("hf://…") takes the endpoint and the cache from huggingface_hub's settings, as without a mesh
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        template = server.url + "/{repo_id}/resolve/{revision}/{filename}"  # derived from HF_ENDPOINT at import
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+        sharded = zoo.load("hf://org/mlp", mesh=mesh)
+        assert server.errors == []
+    assert_same_weights({k: v.full_tensor() for k, v in sharded.state_dict().items()}, model.state_dict())
+
+
 # --- GPUs ------------------------------------------------------------------------------------------
 
 
