@@ -93,6 +93,11 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
     }
     big_full = gathered(big)
 
+    # 6. Rows that do not split evenly (7 = 4 + 3) save to the same folder.
+    odd = zoo.build("mlp", hidden=7, mesh=mesh)
+    zoo.save(odd, work / "odd")
+    odd_full = gathered(odd)
+
     if rank == 0:
         zoo.save_tensors(
             {
@@ -102,12 +107,13 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
                 "resumed_2": resumed_2,
                 "from_single_2": from_single_2,
                 "big": big_full,
+                "odd": odd_full,
             },
             out / "tensors.safetensors",
         )
     (out / f"rank{rank}.json").write_text(json.dumps(record))
 
-    # 6. A rank killed in the middle of a save leaves the previous checkpoint whole.
+    # 7. A rank killed in the middle of a save leaves the previous checkpoint whole.
     if rank == 1:
 
         def die(*_args: object, **_kwargs: object) -> None:

@@ -167,6 +167,11 @@ def test_build_with_a_mesh_allocates_half_on_each_rank_with_the_unsharded_values
 
 
 @pytest.mark.slow
+def test_rows_that_do_not_split_evenly_save_and_load(run: Path) -> None:
+    assert_same_weights(zoo.load(run / "odd").state_dict(), tensors(run)["odd"])
+
+
+@pytest.mark.slow
 def test_a_rank_killed_while_saving_leaves_the_previous_checkpoint_whole(run: Path) -> None:
     outcome = (run / "out" / "killed_save.txt").read_text()
     assert outcome.startswith("DistributedError: rank 0: another rank failed while saving"), outcome

@@ -50,6 +50,7 @@ from zoo.errors import (
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import DTensor
 
 ShardPolicy = Collection[str | type[nn.Module]] | Callable[[str, nn.Module], bool] | None
 
@@ -502,9 +503,12 @@ def write_model(temp: Path, model: nn.Module, config: str | None, save_id: str) 
     with torch.no_grad():
         for key in unique:
             tensor = state[key]
-            full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor.detach()  # every rank takes part
-            if owner[key] == me:
-                mine[key] = full
+            if isinstance(tensor, DTensor):
+                full = _gather(tensor, owner[key])  # every rank takes part
+                if full is not None:
+                    mine[key] = full
+            elif owner[key] == me:  # not sharded (a buffer): every rank holds all of it
+                mine[key] = tensor.detach()
     for alias, key in aliases.items():
         if owner[key] == me:
             mine[alias] = mine[key]  # the same tensor: stored once, with the alias in the header
@@ -525,6 +529,27 @@ def write_model(temp: Path, model: nn.Module, config: str | None, save_id: str) 
             from zoo import folder as saved
 
             (temp / saved.CONFIG_FILE).write_text(config, encoding="utf-8")
+
+
+def _gather(tensor: DTensor, owner: int) -> torch.Tensor | None:
+    """The full tensor on rank `owner` (None elsewhere): only the owner receives the rows, and only once."""
+    from torch.distributed.tensor import Shard
+
+    mesh = tensor.device_mesh
+    if mesh.ndim != 1 or tuple(tensor.placements) != (Shard(0),) or tensor.shape[0] == 0:  # DTensor knows how
+        full = tensor.full_tensor()
+        return full if rank() == owner else None
+    group, world, rows = mesh.get_group(), mesh.size(), tensor.shape[0]
+    per = -(-rows // world)  # fully_shard cuts dim 0 as torch.chunk does: ceil(rows / world) rows per rank
+    local = tensor.to_local()
+    padded = torch.zeros((per, *tensor.shape[1:]), dtype=tensor.dtype, device=local.device)
+    padded[: local.shape[0]] = local
+    if rank() != owner:
+        dist.gather(padded, None, dst=owner, group=group)
+        return None
+    out = torch.empty((per * world, *tensor.shape[1:]), dtype=tensor.dtype, device=local.device)
+    dist.gather(padded, list(out.chunk(world)), dst=owner, group=group)
+    return out[:rows]
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
