@@ -539,6 +539,8 @@ def _gather(tensor: DTensor, owner: int) -> torch.Tensor | None:
     if mesh.ndim != 1 or tuple(tensor.placements) != (Shard(0),) or tensor.shape[0] == 0:  # DTensor knows how
         full = tensor.full_tensor()
         return full if rank() == owner else None
+    if mesh.size() == 1:  # one rank holds it all
+        return tensor.to_local()
     group, world, rows = mesh.get_group(), mesh.size(), tensor.shape[0]
     per = -(-rows // world)  # fully_shard cuts dim 0 as torch.chunk does: ceil(rows / world) rows per rank
     local = tensor.to_local()
