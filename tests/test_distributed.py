@@ -117,7 +117,13 @@ def test_a_sharded_checkpoint_is_a_zoo_folder_with_the_gathered_weights(run: Pat
         "model-00001-of-00002.safetensors",  # one per rank, written in parallel
         "model-00002-of-00002.safetensors",
         "model.safetensors.index.json",
+        "optimizer",  # the optimizer's tensors, a weights folder of the same kind, also one file per rank
         "trainer_state.safetensors",
+    ]
+    assert sorted(p.name for p in (step / "optimizer").iterdir()) == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
     ]
     loaded = zoo.load(step)  # one process, no process group
     assert_same_weights(loaded.state_dict(), tensors(run)["after_1"])
@@ -174,7 +180,8 @@ def test_rows_that_do_not_split_evenly_save_and_load(run: Path) -> None:
 @pytest.mark.slow
 def test_a_rank_killed_while_saving_leaves_the_previous_checkpoint_whole(run: Path) -> None:
     outcome = (run / "out" / "killed_save.txt").read_text()
-    assert outcome.startswith("DistributedError: rank 0: another rank failed while saving"), outcome
+    assert outcome.startswith("DistributedError: rank 0: saving "), outcome
+    assert "failed, and nothing was saved: " in outcome and "by peer" in outcome, outcome  # gloo: the peer is gone
     assert [p.name for p in (run / "run").iterdir()] == ["step-00000001"]  # no step 2, no temporary left
     assert_same_weights(zoo.load(run / "run" / "step-00000001").state_dict(), tensors(run)["after_1"])
 
@@ -229,6 +236,22 @@ def test_resuming_a_checkpoint_of_other_shapes_names_the_rank_and_the_key(mesh: 
     ):
         zoo.checkpoint.resume(tmp_path / "run", other)
     assert_same_weights({k: v.full_tensor() for k, v in other.state_dict().items()}, before)  # untouched
+
+
+def test_an_optimizer_state_of_another_kind_is_refused_before_anything_changes(mesh: object, tmp_path: Path) -> None:
+    model = zoo.build("mlp", hidden=16, mesh=mesh)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    train_step(model, optimizer, 1)
+    zoo.checkpoint.save(tmp_path / "run", model=model, optimizer=optimizer, step=1)
+    other = zoo.build("mlp", hidden=16, mesh=mesh)
+    before = {k: v.full_tensor().clone() for k, v in other.state_dict().items()}
+    amsgrad = torch.optim.Adam(other.parameters(), lr=0.01, amsgrad=True)  # one more tensor per parameter
+    with pytest.raises(
+        zoo.WeightsError,
+        match=r"(?s)^rank 0: the optimizer state in .*missing from the file .*state.hidden.weight.max_exp_avg_sq",
+    ):
+        zoo.checkpoint.resume(tmp_path / "run", other, amsgrad)
+    assert_same_weights({k: v.full_tensor() for k, v in other.state_dict().items()}, before)
 
 
 def test_loading_a_folder_of_other_shapes_names_the_rank_and_the_key(mesh: object, tmp_path: Path) -> None:

@@ -4,6 +4,9 @@
                                                   so zoo.load works on a checkpoint too)
     DIR/step-00000100/trainer_state.safetensors   step, the optimizer's class and state_dict and
                                                   `extra`, in zoo.save_tensors' format
+    DIR/step-00000100/optimizer/                  a sharded model's optimizer tensors, by parameter name,
+                                                  one file per rank (zoo.distributed); trainer_state then
+                                                  holds the rest of its state_dict
 
 Each step folder is written beside its final name and swapped in whole (zoo.fsio), so a
 process killed at any moment leaves every earlier checkpoint complete, and `resume` takes
@@ -79,15 +82,18 @@ def save(
         raise ArgumentError(f"keep_last must be None or an int >= 1, got {keep_last!r}")
     lazy.require_materialized(model, "save a checkpoint of")
     sharded = distributed.is_sharded(model)  # then every rank calls save, and each writes its part
-    if optimizer is None:
-        optimizer_state = None
-    else:  # a sharded model's optimizer state is gathered onto rank 0, by parameter name
-        optimizer_state = distributed.optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
+    optimizer_state: Any = None
+    optimizer_tensors = None  # a sharded model's: by parameter name, written like the model by every rank
+    if optimizer is not None and sharded:
+        optimizer_state, optimizer_tensors = distributed.optimizer_state(model, optimizer)
+    elif optimizer is not None:
+        optimizer_state = optimizer.state_dict()
     state = {
         "step": step,
         "optimizer": optimizer_state,
         "optimizer_class": _qualified_name(optimizer) if optimizer is not None else None,
         "extra": dict(extra) if extra is not None else {},
+        **({"optimizer_files": distributed.OPTIMIZER_DIR} if optimizer_tensors is not None else {}),
     }
     save_id = distributed.same_on_all_ranks(folder.new_save_id()) if sharded else folder.new_save_id()
     config = folder.config_text(model, save_id)
@@ -96,16 +102,16 @@ def save(
     try:
         if sharded:
             with distributed.atomic_dir(target) as temp:
-                distributed.write_model(
-                    temp, model, config, save_id
-                )  # collective first: a rank failing alone cannot hang it
+                # The collective writes first: a rank failing alone (a bad `extra`) cannot leave the others waiting.
+                distributed.write_model(temp, model, config, save_id)
+                if optimizer_tensors is not None:
+                    distributed.write_state(temp / distributed.OPTIMIZER_DIR, optimizer_tensors, save_id)
                 if distributed.rank() == 0:
                     weights.save_tensors(state, temp / STATE_FILE)
         else:
             with fsio.atomic_dir(target) as temp:
-                weights.save_tensors(
-                    state, temp / STATE_FILE
-                )  # first: a value it cannot store fails before the weights
+                # First: a value it cannot store fails before the weights are written.
+                weights.save_tensors(state, temp / STATE_FILE)
                 folder.write_model(temp, model, config, save_id, card=False)
     except OSError as err:  # a full disk, no permission: earlier checkpoints are untouched
         raise WeightsError(f"cannot save a checkpoint to {target}: {err}") from err
@@ -156,13 +162,20 @@ def resume(
     step, saved_optimizer, extra = _unpack(state, path / STATE_FILE)
     if optimizer is not None:
         _check_optimizer(optimizer, saved_optimizer, state.get("optimizer_class"), path / STATE_FILE)
+    optimizer_files = (
+        path / distributed.OPTIMIZER_DIR if state.get("optimizer_files") == distributed.OPTIMIZER_DIR else None
+    )
+    if optimizer is not None and optimizer_files is not None:  # written by the ranks of a sharded save
+        distributed.check_optimizer_files(model, optimizer, optimizer_files)
     if distributed.is_sharded(model):
         distributed.load_into(model, path)  # each rank reads its rows
     else:
         weights.load_weights(model, path)
     if optimizer is not None:
-        if distributed.is_sharded(model) or distributed.by_name(saved_optimizer):
-            distributed.load_optimizer(model, optimizer, saved_optimizer)  # saved on any number of ranks
+        if optimizer_files is not None:
+            distributed.load_optimizer_files(model, optimizer, saved_optimizer, optimizer_files)
+        elif distributed.is_sharded(model):  # saved by one process, resumed on several
+            distributed.load_optimizer(model, optimizer, saved_optimizer)
         else:
             optimizer.load_state_dict(saved_optimizer)
     return Checkpoint(path, step, extra)

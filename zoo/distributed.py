@@ -6,8 +6,9 @@
     zoo.save / zoo.checkpoint.save      every rank gathers the tensors one at a time, keeps those it writes,
                                         and writes its own shard file into one folder, which rank 0 publishes
                                         whole (zoo.fsio): a rank killed mid-save leaves the previous save
-    zoo.checkpoint.resume               each rank reads its rows; the optimizer's state is stored by
-                                        parameter name, so a run resumes on any number of ranks
+    zoo.checkpoint.resume               each rank reads its rows; the optimizer's tensors are stored by
+                                        parameter name in the same way (the step folder's optimizer/),
+                                        so a run resumes on any number of ranks, or in one process
 
 A saved folder is what zoo.save writes for an unsharded model (model.safetensors, or shards with
 a transformers-style index, and config.json): one process loads it with plain zoo.load.
@@ -44,6 +45,7 @@ from zoo.errors import (
     NotMaterializedError,
     UnknownNameError,
     WeightsError,
+    ZooError,
     did_you_mean,
     listing,
 )
@@ -442,6 +444,11 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         raise DistributedError(f"rank {me}: rank 0 could not create a folder to save {target}; see its error")
     try:
         yield Path(temp)
+    except RuntimeError as err:  # from a collective: a rank died or hung (ZooErrors are RuntimeErrors too)
+        _abandon(writer, err)
+        if isinstance(err, ZooError):
+            raise
+        raise DistributedError(f"rank {me}: saving {target} failed, and nothing was saved: {err}") from err
     except BaseException as err:
         _abandon(writer, err)
         raise
@@ -449,7 +456,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         everyone = agree(True)
     except Exception as err:  # a rank died: the process group says so
         _abandon(writer, err)
-        raise DistributedError(f"rank {me}: another rank failed while saving {target}: {err}") from err
+        raise DistributedError(f"rank {me}: saving {target} failed, and nothing was saved: {err}") from err
     if not everyone:
         failed = DistributedError(f"rank {me}: another rank failed to write its part of {target}; nothing was saved")
         _abandon(writer, failed)
@@ -476,16 +483,28 @@ def _abandon(writer: contextlib.AbstractContextManager[Path] | None, err: BaseEx
 
 
 def write_model(temp: Path, model: nn.Module, config: str | None, save_id: str) -> None:
-    """Every rank: gather the tensors one at a time, keep those this rank writes, write them as one shard file.
+    """Every rank: write the model's part this rank owns (write_state); rank 0 adds config.json.
 
     The files together are what zoo.save writes: model.safetensors, or model-0000k-of-0000n
-    shards (one per rank, by size) and the index, which rank 0 writes with config.json.
-    Collective: every rank calls it, with the same model.
+    shards (one per rank, by size) and the index. Collective: every rank calls it, with the same model.
+    """
+    write_state(temp, model.state_dict(keep_vars=True), save_id)
+    if rank() == 0 and config is not None:
+        from zoo import folder as saved
+
+        (temp / saved.CONFIG_FILE).write_text(config, encoding="utf-8")
+
+
+def write_state(temp: Path, state: Mapping[str, torch.Tensor], save_id: str) -> None:
+    """Every rank: gather the tensors one at a time, keep those this rank writes, write them as one shard file.
+
+    `temp` becomes a zoo weights folder (model.safetensors, or shards and their index, which
+    rank 0 writes). A tensor under several keys (tied) is stored once. Collective.
     """
     from torch.distributed.tensor import DTensor
 
+    temp.mkdir(exist_ok=True)
     me, world = rank(), dist.get_world_size()
-    state = model.state_dict(keep_vars=True)
     first: dict[int, str] = {}
     aliases: dict[str, str] = {}
     for key, tensor in state.items():
@@ -518,17 +537,12 @@ def write_model(temp: Path, model: nn.Module, config: str | None, save_id: str) 
         weights.write_model_files(part, mine, metadata={weights.SAVE_ID_KEY: save_id})
         (part / weights.MODEL_FILE).rename(temp / names[me])
         part.rmdir()
-    if me == 0:
-        if len(files) > 1:
-            index = {
-                "metadata": {"total_size": sum(_nbytes(state[k]) for k in unique)},
-                "weight_map": {key: names[owner[key]] for key in unique},
-            }
-            (temp / weights.INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-        if config is not None:
-            from zoo import folder as saved
-
-            (temp / saved.CONFIG_FILE).write_text(config, encoding="utf-8")
+    if me == 0 and len(files) > 1:
+        index = {
+            "metadata": {"total_size": sum(_nbytes(state[k]) for k in unique)},
+            "weight_map": {key: names[owner[key]] for key in unique},
+        }
+        (temp / weights.INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 def _gather(tensor: DTensor, owner: int) -> torch.Tensor | None:
@@ -571,37 +585,95 @@ def _owners(keys: list[str], state: Mapping[str, torch.Tensor], world: int) -> d
 # --- optimizers ------------------------------------------------------------------------------------
 
 
-def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The optimizer's full state, keyed by parameter name, on rank 0 ({} elsewhere). Collective."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+OPTIMIZER_DIR = "optimizer"  # in a sharded checkpoint's step folder: the optimizer's tensors, a zoo weights folder
+
+
+def optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The optimizer's state by parameter name: (everything but the tensors, the tensors by flat key). Collective.
+
+    The tensors are this rank's shards (DTensors), written by write_state; the rest goes into
+    trainer_state.safetensors.
+    """
+    state, tensors = _optimizer_tensors(model, optimizer)
+    rest = {
+        "param_groups": state["param_groups"],
+        "state": {
+            name: {field: value for field, value in fields.items() if not isinstance(value, torch.Tensor)}
+            for name, fields in state["state"].items()
+        },
+    }
+    return rest, tensors
+
+
+def _optimizer_key(name: str, field: str) -> str:
+    return f"state.{name}.{field}"
+
+
+def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The optimizer's state (DCP creates it, zeros, when the optimizer has not stepped yet) and its tensors by key."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
     try:
-        return get_optimizer_state_dict(
-            model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
+        state: Any = get_optimizer_state_dict(model, optimizer)
     except (KeyError, RuntimeError, ValueError) as err:
         raise DistributedError(
             f"rank {rank()}: cannot read the optimizer's state by parameter name ({type(err).__name__}: {err}); "
             f"build the optimizer over model.parameters() after zoo.build/zoo.load(mesh=)"
         ) from err
+    tensors = {
+        _optimizer_key(name, field): value
+        for name, fields in state["state"].items()
+        for field, value in fields.items()
+        if isinstance(value, torch.Tensor)
+    }
+    return state, tensors
 
 
-def by_name(saved: Any) -> bool:
-    """Whether a saved optimizer state is keyed by parameter name (a sharded save) rather than by position."""
-    groups = saved.get("param_groups") if isinstance(saved, dict) else None
-    if not isinstance(groups, list):
-        return False
-    return any(isinstance(p, str) for g in groups if isinstance(g, dict) for p in g.get("params", []))
+def check_optimizer_files(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Raise, naming this rank and the keys, when the optimizer tensors in `folder` do not fit `optimizer`."""
+    _state, expected = _optimizer_tensors(model, optimizer)
+    with weights.open_stored(folder) as stored:
+        report = weights.check_fit(expected, stored)
+    if report:
+        raise WeightsError(
+            f"rank {rank()}: the optimizer state in {folder} does not fit this optimizer, so nothing was "
+            f"loaded:\n{report.describe()}\nResume with the optimizer built as when it was saved."
+        )
+
+
+def load_optimizer_files(
+    model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any], folder: Path
+) -> None:
+    """Put a state written by optimizer_state + write_state into `optimizer`, each rank reading its rows.
+
+    The optimizer's own state gives each tensor its shape and layout. Call check_optimizer_files first.
+    """
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    state, expected = _optimizer_tensors(model, optimizer)
+    with weights.open_stored(folder) as stored, torch.no_grad():
+        for key, tensor in expected.items():
+            if tensor.dim() == 0:  # a step count
+                tensor.copy_(stored.tensor(key))
+            else:
+                _copy_rows(tensor, functools.partial(stored.part, key))
+    for name, fields in saved.get("state", {}).items():
+        if name in state["state"]:
+            state["state"][name].update(fields)  # values that are no tensors (rare; a step count as an int)
+    state["param_groups"] = saved["param_groups"]
+    set_optimizer_state_dict(model, optimizer, state)
 
 
 def load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Put a saved optimizer state (by name, or by position from an unsharded save) into `optimizer`."""
+    """Put the state of an unsharded save (parameters by position) into a sharded model's `optimizer`."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    if not by_name(saved):
-        saved = _named(model, optimizer, saved)
     try:
-        set_optimizer_state_dict(model, optimizer, saved, options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(
+            model, optimizer, _named(model, optimizer, saved), options=StateDictOptions(full_state_dict=True)
+        )
     except (KeyError, RuntimeError, ValueError) as err:
         raise DistributedError(
             f"rank {rank()}: the checkpoint's optimizer state does not fit this optimizer "
