@@ -264,6 +264,19 @@ def test_loading_a_folder_of_other_shapes_names_the_rank_and_the_key(mesh: objec
         zoo.load(tmp_path / "mlp", mesh=mesh)
 
 
+def test_a_weights_only_folder_loads_into_a_model_sharded_in_code(mesh: object, tmp_path: Path) -> None:
+    plain = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    zoo.save(plain, tmp_path / "weights")  # not built by zoo: no config.json
+    with pytest.raises(zoo.WeightsError, match=r"holds no config.json.*zoo.distributed.shard\(model, mesh\)"):
+        zoo.load(tmp_path / "weights", mesh=mesh)
+    with torch.device("meta"):  # what the message says to do
+        model = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    zoo.distributed.shard(model, mesh)  # type: ignore[arg-type]
+    model.to_empty(device="cpu")
+    zoo.distributed.load_into(model, tmp_path / "weights")
+    assert_same_weights({k: v.full_tensor() for k, v in model.state_dict().items()}, plain.state_dict())
+
+
 def test_init_rules_are_refused_with_a_way_out(mesh: object) -> None:
     with pytest.raises(zoo.DistributedError, match=r"rank 0: 'mlp_init_normal' declares `init` rules.*zoo.save"):
         zoo.build("mlp_init_normal", mesh=mesh)

@@ -7,7 +7,7 @@ print(zoo.summary(model, input_shape=(2, 20)))
 
 from typing import TYPE_CHECKING, Any
 
-from zoo import checkpoint
+from zoo import checkpoint, distributed
 from zoo.api import build, names, register, spec
 from zoo.devices import try_all_gpus, try_gpu
 from zoo.errors import (
@@ -68,6 +68,7 @@ __all__ = [
     "build",
     "checkpoint",
     "dispatch",
+    "distributed",
     "hookimpl",
     "isolated_registry",
     "load",

@@ -354,8 +354,9 @@ def load(
     config = saved.read_config(where)
     if config is None:
         raise WeightsError(
-            f"{where} holds no {saved.CONFIG_FILE}, so zoo.load cannot rebuild the model. Build it in code, shard "
-            f"it with zoo.distributed.shard, and read the weights with zoo.checkpoint.resume or zoo.load_weights."
+            f"{where} holds no {saved.CONFIG_FILE}, so zoo.load cannot rebuild the model. Build it in code on the "
+            f"meta device, shard it with zoo.distributed.shard(model, mesh), allocate it with "
+            f"model.to_empty(device='cpu'), then read each rank's rows with zoo.distributed.load_into(model, path)."
         )
     reg = builder.registry_for(registry)
     example: Any = config.input or (list(config.input_shape) if config.input_shape else None)
