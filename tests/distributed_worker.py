@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor
 
 import zoo
@@ -47,6 +47,13 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
     mesh = init_device_mesh("cpu", (world,))
     out = work / "out"
     record: dict[str, object] = {}
+
+    # 0. A mesh that leaves a rank out is refused on every rank, before anything is built.
+    try:
+        zoo.build("mlp", mesh=DeviceMesh("cpu", [0]))
+        record["partial_mesh"] = "built"
+    except zoo.ZooError as err:
+        record["partial_mesh"] = f"{type(err).__name__}: {err}"
 
     # 1. Load a saved folder sharded: each rank holds its rows, the outputs are the unsharded ones.
     model = zoo.load(work / "saved", mesh=mesh)

@@ -101,6 +101,16 @@ def test_load_with_a_mesh_puts_half_of_each_parameter_on_each_rank(run: Path) ->
 
 
 @pytest.mark.slow
+def test_a_mesh_that_leaves_a_rank_out_is_refused_on_every_rank(run: Path) -> None:
+    for rank in (0, 1):
+        message = record(run, rank)["partial_mesh"]
+        assert message.startswith(
+            f"DistributedError: rank {rank}: zoo.build('mlp', mesh=...): the mesh holds ranks [0]"
+        )
+        assert "the process group 2 ranks" in message and "init_device_mesh('cpu', (2,))" in message
+
+
+@pytest.mark.slow
 def test_a_sharded_model_computes_what_the_unsharded_one_does(run: Path) -> None:
     x = torch.randn(4, 20, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
