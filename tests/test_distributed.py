@@ -303,8 +303,10 @@ def test_mesh_and_device_together_are_refused(mesh: object, tmp_path: Path) -> N
 def test_one_rank_round_trip_through_zoo_save(mesh: object, tmp_path: Path) -> None:
     torch.manual_seed(3)
     model = zoo.build("lazy_mlp", mesh=mesh, input_shape=(2, 20))  # shapes from zoo's meta pass
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "notes.txt").write_text("mine")  # a file zoo did not write survives the save
     zoo.save(model, tmp_path / "saved")
-    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
     full = {k: v.full_tensor() for k, v in model.state_dict().items()}
     assert_same_weights(zoo.load(tmp_path / "saved").state_dict(), full)
     again = zoo.load(tmp_path / "saved", mesh=mesh)

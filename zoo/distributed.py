@@ -425,14 +425,15 @@ def load_into(model: nn.Module, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
+def atomic_dir(target: Path, keep: Callable[[str], bool] | None = None) -> Iterator[Path]:
     """fsio.atomic_dir across ranks: one temporary folder, which every rank fills and rank 0 publishes.
 
     It is published only once every rank has written its part; a rank that fails or dies
-    leaves the previous folder under `target` untouched, and every rank raises.
+    leaves the previous folder under `target` untouched, and every rank raises. `keep`: as for
+    fsio.atomic_dir, names in the previous folder to carry over.
     """
     me = rank()
-    writer = fsio.atomic_dir(target) if me == 0 else None
+    writer = fsio.atomic_dir(target, keep=keep) if me == 0 else None
     temp = ""
     if writer is not None:
         try:

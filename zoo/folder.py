@@ -107,18 +107,18 @@ def save(
     """
     lazy.require_materialized(model, "save")
     target = Path(path)
-    if distributed.is_sharded(model):
+    if target.exists() and not target.is_dir():
+        raise WeightsError(f"{target} is a file; zoo.save writes a folder (model.safetensors, config.json, README.md)")
+    if distributed.is_sharded(model):  # every rank calls save and writes its part; no model card
         if max_shard_size is not None or dtype is not None:
             raise ArgumentError(
                 "a sharded model is saved one shard file per rank: max_shard_size= and dtype= do not apply"
             )
         save_id = distributed.same_on_all_ranks(new_save_id())
         config = config_text(model, save_id)
-        with distributed.atomic_dir(target) as folder:
+        with distributed.atomic_dir(target, keep=lambda name: _not_ours(target, name)) as folder:
             distributed.write_model(folder, model, config, save_id)
         return target
-    if target.exists() and not target.is_dir():
-        raise WeightsError(f"{target} is a file; zoo.save writes a folder (model.safetensors, config.json, README.md)")
     save_id = new_save_id()
     config = config_text(model, save_id)  # before anything is written: a declaration JSON cannot hold fails here
     try:
