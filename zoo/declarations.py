@@ -38,6 +38,7 @@ from zoo.errors import RegistryFileError, SpecError, nearest
 from zoo.expressions import Expr, has_template
 from zoo.expressions import parse as parse_expr
 
+MAX_NESTING = 100  # tables and arrays inside each other; parsing, checking and building recurse per level
 ENTRY_ONLY_KEYS = ("doc", "input", "args", "replace", "internal", "weights")
 BLOCK_KEYS = ("type", "layers", "shared", "init", "kwargs", "inputs", "out", "params", "tie")
 CHILD_KEYS = ("in", "call", "op", "when", "repeat")  # how a parent wires and repeats a child
@@ -178,7 +179,11 @@ def parse_text(text: str, file: str = "<string>", origin: str = "user") -> dict[
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise RegistryFileError(f"{file}: invalid TOML: {err}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        where = Location(file, _Scanner.deepest_line(text))
+        raise SpecError(f"{where}: values nested more than {MAX_NESTING} levels deep; zoo reads at most that") from None
     lines = _locate_keys(text)
+    _check_nesting(data, file, lines)
     entries = {}
     for name, body in data.items():
         entries[name] = _Parser(file, lines, origin).entry(name, body)
@@ -192,6 +197,7 @@ def parse_declaration(name: str, body: Mapping[str, Any], file: str = "<declarat
     """
     if not isinstance(body, Mapping):
         raise SpecError(f"{file}: {name}: a declaration must be a table, got {_kind(body)}")
+    _check_nesting({name: body}, file, {})
     return _Parser(file, {}, origin).entry(name, dict(body))
 
 
@@ -636,13 +642,36 @@ def _kind(value: Any) -> str:
 # records the line of every key, array element and table header.
 
 
+def _check_nesting(data: Mapping[str, Any], file: str, lines: Mapping[tuple[Any, ...], int]) -> None:
+    """Refuse data nested deeper than MAX_NESTING before anything recurses over it, naming where."""
+    todo: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while todo:  # a loop, not recursion: the depth is what is being checked
+        value, keys = todo.pop()
+        if len(keys) > MAX_NESTING:
+            # A dotted table header records only its full name: take the first line that names this path.
+            line = min((n for k, n in lines.items() if k[: len(keys)] == keys), default=None)
+            path = ".".join(str(k) for k in keys[:3])
+            raise SpecError(
+                f"{Location(file, line)}: {path}…: nested more than {MAX_NESTING} levels deep; "
+                "zoo reads at most that (a real model needs a few dozen at most)"
+            )
+        if isinstance(value, Mapping):
+            todo.extend((v, (*keys, k)) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            todo.extend((v, (*keys, i)) for i, v in enumerate(value))
+
+
 def _locate_keys(text: str) -> dict[tuple[Any, ...], int]:
     scanner = _Scanner(text)
     try:
         scanner.document()
-    except IndexError:  # valid TOML never gets here; positions are a courtesy, not a contract
+    except (_Lost, IndexError, ValueError):  # positions are a courtesy, not a contract: keep what was found
         pass
     return scanner.lines
+
+
+class _Lost(Exception):
+    """The scanner cannot follow the text (too deep, or not the TOML it expects); it stops there."""
 
 
 class _Scanner:
@@ -652,12 +681,27 @@ class _Scanner:
         self.newlines = [i for i, c in enumerate(text) if c == "\n"]
         self.lines: dict[tuple[Any, ...], int] = {}
         self.array_tables: dict[tuple[Any, ...], int] = {}
+        self.stopped_line: int | None = None  # where the scanner gave up, when it did
+
+    @classmethod
+    def deepest_line(cls, text: str) -> int | None:
+        """The line where values first nest deeper than MAX_NESTING (the scanner stops there)."""
+        scanner = cls(text)
+        try:
+            scanner.document()
+        except (_Lost, IndexError, ValueError):
+            pass
+        return scanner.stopped_line
 
     def line(self) -> int:
         return bisect.bisect_left(self.newlines, self.i) + 1
 
     def peek(self, n: int = 1) -> str:
         return self.t[self.i : self.i + n]
+
+    def at(self, chars: str) -> bool:
+        """Whether the next character is one of `chars` (never at the end of the text)."""
+        return self.i < len(self.t) and self.t[self.i] in chars
 
     def skip(self, newlines: bool) -> None:
         while self.i < len(self.t):
@@ -676,7 +720,8 @@ class _Scanner:
             self.skip(newlines=True)
             if self.i >= len(self.t):
                 return
-            if self.peek() == "[":
+            start = self.i
+            if self.at("["):
                 array = self.peek(2) == "[["
                 self.i += 2 if array else 1
                 line = self.line()
@@ -688,14 +733,18 @@ class _Scanner:
                 self.lines.setdefault(table, line)
                 self.i = self.t.index("\n", self.i) if "\n" in self.t[self.i :] else len(self.t)
             else:
-                self.pair(table)
+                self.pair(table, depth=len(table))
+            self.progressed(start)
+
+    def progressed(self, start: int) -> None:
+        if self.i <= start:  # valid TOML always moves on; anything else would loop forever
+            raise _Lost(self.line())
 
     def key(self) -> tuple[Any, ...]:
         parts = []
         while True:
             self.skip(newlines=False)
-            c = self.peek()
-            if c in "\"'":
+            if self.at("\"'"):
                 parts.append(self.string())
             else:
                 start = self.i
@@ -703,65 +752,81 @@ class _Scanner:
                     self.i += 1
                 parts.append(self.t[start : self.i])
             self.skip(newlines=False)
-            if self.peek() != ".":
+            if not self.at("."):
                 return tuple(parts)
             self.i += 1
 
-    def pair(self, table: tuple[Any, ...]) -> None:
+    def pair(self, table: tuple[Any, ...], depth: int) -> None:
         line = self.line()
         keys = table + self.key()
         self.lines.setdefault(keys, line)
         self.skip(newlines=False)
-        self.i += 1  # '='
+        if not self.at("="):
+            raise _Lost(line)
+        self.i += 1
         self.skip(newlines=False)
-        self.value(keys)
+        self.value(keys, depth + 1)
 
-    def value(self, keys: tuple[Any, ...]) -> None:
-        c = self.peek()
-        if c in "\"'":
+    def value(self, keys: tuple[Any, ...], depth: int) -> None:
+        if depth > MAX_NESTING and self.at("[{"):
+            self.stopped_line = self.line()
+            raise _Lost(self.stopped_line)
+        if self.at("\"'"):
             self.string()
-        elif c == "[":
+        elif self.at("["):
             self.i += 1
             index = 0
             while True:
                 self.skip(newlines=True)
-                if self.peek() == "]":
+                if self.at("]"):
                     self.i += 1
                     return
+                start = self.i
                 self.lines.setdefault(keys + (index,), self.line())
-                self.value(keys + (index,))
+                self.value(keys + (index,), depth + 1)
                 self.skip(newlines=True)
-                if self.peek() == ",":
+                if self.at(","):
                     self.i += 1
+                self.progressed(start)
                 index += 1
-        elif c == "{":
+        elif self.at("{"):
             self.i += 1
             while True:
                 self.skip(newlines=True)
-                if self.peek() == "}":
+                if self.at("}"):
                     self.i += 1
                     return
-                self.pair(keys)
+                start = self.i
+                self.pair(keys, depth)
                 self.skip(newlines=True)
-                if self.peek() == ",":
+                if self.at(","):
                     self.i += 1
+                self.progressed(start)
         else:
             while self.i < len(self.t) and self.t[self.i] not in ",]}\n#":
                 self.i += 1
 
     def string(self) -> str:
-        quote = self.peek()
+        quote = self.t[self.i]
+        escapes = quote == '"'  # basic strings have backslash escapes; literal ('') ones have none
         if self.peek(3) == quote * 3:
-            end = self.t.index(quote * 3, self.i + 3)
-            while self.t[end + 3 : end + 4] == quote:  # """a""""  ends on the last three quotes
+            j = self.i + 3
+            while self.t[j : j + 3] != quote * 3:
+                if j >= len(self.t):
+                    raise _Lost(self.line())
+                j += 2 if (escapes and self.t[j] == "\\") else 1
+            end = j
+            while self.t[end + 3 : end + 4] == quote and end - j < 2:  # """a""""  ends on the last three quotes
                 end += 1
             raw, self.i = self.t[self.i + 3 : end], end + 3
             return raw
         j = self.i + 1
         while self.t[j] != quote:
-            j += 2 if (quote == '"' and self.t[j] == "\\") else 1
+            if self.t[j] == "\n":
+                raise _Lost(self.line())
+            j += 2 if (escapes and self.t[j] == "\\") else 1
         raw, self.i = self.t[self.i + 1 : j], j + 1
-        return tomllib.loads(f"k = {quote}{raw}{quote}")["k"] if quote == '"' else raw
+        return tomllib.loads(f"k = {quote}{raw}{quote}")["k"] if escapes else raw
 
 
 # --- writing -----------------------------------------------------------------------------
