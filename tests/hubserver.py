@@ -350,7 +350,7 @@ class HubServer:
 
     Test hooks: ``requests`` (every ``(method, unquoted path)`` seen), ``commit_requests`` (the
     ``(key, path)`` operations of every commit POST), ``last_commit_files``, ``range_requests``,
-    ``errors`` (server tracebacks), ``fail_next_download``, and direct seeding with
+    ``errors`` (server tracebacks), ``fail_next_download``, ``misreport_size``, and direct seeding with
     ``put_files``/``create_tag``/``create_branch``.
     """
 
@@ -362,6 +362,7 @@ class HubServer:
         self.range_requests: list[tuple[str, str]] = []  # (file path, Range header) of resolve calls
         self._requests: list[tuple[str, str]] = []
         self._failures: list[tuple[str, int]] = []
+        self._listed_sizes: dict[str, int] = {}  # path -> size the repo listing claims (a lying server)
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._port = port
@@ -434,6 +435,11 @@ class HubServer:
         """Make the next GET of a file ending with ``path_suffix`` drop the connection mid-body."""
         with self._lock:
             self._failures.append((path_suffix, after_bytes))
+
+    def misreport_size(self, path: str, size: int) -> None:
+        """Make repo listings (model_info) claim ``size`` bytes for ``path``; downloads still send the real bytes."""
+        with self._lock:
+            self._listed_sizes[path] = size
 
     # seeding
 
@@ -581,7 +587,8 @@ class HubServer:
     def _api_info(self, repo: Repo, revision: str) -> Response:
         commit = repo.resolve(revision)
         files = sorted(commit.files.items())
-        siblings = [{"rfilename": p, "size": len(d), "blobId": git_blob_sha1(d)} for p, d in files]
+        sizes = {p: self._listed_sizes.get(p, len(d)) for p, d in files}
+        siblings = [{"rfilename": p, "size": sizes[p], "blobId": git_blob_sha1(d)} for p, d in files]
         return _json(200, {
             "_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
             "author": repo.repo_id.split("/")[0], "sha": commit.oid, "lastModified": commit.date,

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
-from zoo import builder, devices, distributed, fsio, lazy, weights
+from zoo import builder, devices, distributed, fsio, jsonio, lazy, weights
 from zoo.builder import RegistryArg
 from zoo.errors import (
     ArgumentError,
@@ -488,12 +488,9 @@ def read_config(folder: str | Path) -> SavedConfig | None:
         siblings = [p.name for p in folder.parent.iterdir()] if folder.parent.is_dir() else []
         raise WeightsError(f"no such folder: {folder}.{did_you_mean(folder.name, siblings)}")
     file = folder / CONFIG_FILE
-    if not file.exists():
+    if not file.exists() and not file.is_symlink():
         return None
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{file}: cannot read it: {err}") from None
+    data = jsonio.read(file)  # bounded: a hostile folder cannot hang or exhaust this process
     if not isinstance(data, dict) or "declaration" not in data:
         raise WeightsError(f"{file} is not a zoo config (no `declaration`); was the folder written by zoo.save?")
     version = data.get("zoo_format")

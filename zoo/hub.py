@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import re
 import shutil
 import tempfile
@@ -49,10 +48,10 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # public, documented
 from torch import nn
 
-from zoo import builder, devices, fsio, lazy, weights
+from zoo import builder, devices, fsio, jsonio, lazy, weights
 from zoo import folder as zoo_folder
 from zoo.builder import RegistryArg
-from zoo.errors import DeviceError, HubError, WeightsError, did_you_mean, listing
+from zoo.errors import DeviceError, HubError, WeightsError, ZooError, did_you_mean, listing
 
 URI_SCHEME = "hf://"
 CONFIG_FILE = zoo_folder.CONFIG_FILE
@@ -350,6 +349,7 @@ def _fetch_online(api: HfApi, repo_id: str, revision: str, cache_dir: str | Path
             break
     else:
         raise HubError(f"{where} moved to a new commit three times while zoo was fetching it; try again.")
+    _check_size(config, f"{where}: {CONFIG_FILE}")  # the listing's sizes are the server's word, not the file's
     if weights_or_index == SINGLE_FILE:
         return Snapshot(repo_id, revision, commit, config.parent, (CONFIG_FILE, SINGLE_FILE))
     shards = _shards_in_index(first, f"{where}: {INDEX_FILE}")
@@ -427,16 +427,17 @@ def _from_cache(repo_id: str, revision: str, cache_dir: str | Path | None, stric
 
 def _shards_in_index(path: Path, where: str) -> list[str]:
     """The shard files a safetensors index names, in order; each must be a plain relative path."""
-    _check_size(path, where)
+    index = jsonio.read(path, where, max_bytes=MAX_JSON_BYTES, error=HubError)
     try:
-        index = json.loads(path.read_bytes())
         weight_map = index["weight_map"]
         shards = sorted(set(weight_map.values()))
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise HubError(f"{where}: not a safetensors index (a JSON object with a 'weight_map'): {err}") from err
     for shard in shards:
         parts = PurePosixPath(shard).parts if isinstance(shard, str) else ()
-        if not parts or shard.startswith("/") or ".." in parts or not shard.endswith(".safetensors"):
+        # Backslashes and drive letters are separators on Windows, where the cache might live.
+        foreign = isinstance(shard, str) and any(c in shard for c in "\\:\0")
+        if not parts or foreign or shard.startswith("/") or ".." in parts or not shard.endswith(".safetensors"):
             raise HubError(f"{where}: the shard name {shard!r} is not a .safetensors file inside the repo.")
     return shards
 
@@ -530,8 +531,12 @@ def _hub_errors(action: str, repo_id: str, revision: str | None, endpoint: str, 
     """Turn the client's exceptions into HubErrors that say what failed, what exists and what to do."""
     try:
         yield
+    except ZooError:  # zoo's own errors (some are ValueErrors too) already say what went wrong
+        raise
     except (HfHubHTTPError, EntryNotFoundError, OfflineModeIsEnabled, httpx2.TransportError) as err:
         raise _hub_error(err, f"cannot {action}", repo_id, revision, endpoint, api) from err
+    except ValueError as err:  # the client refuses what a repo says (a file name that leaves the cache)
+        raise HubError(f"cannot {action}: {endpoint} sent what the Hub client refuses: {_first_line(err)}") from err
 
 
 def _hub_error(err: Exception, at: str, repo_id: str, revision: str | None, endpoint: str, api: HfApi) -> HubError:

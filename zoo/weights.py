@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-from zoo import devices, fsio, lazy
+from zoo import devices, fsio, jsonio, lazy
 from zoo.errors import ArgumentError, WeightsError, did_you_mean, listing
 
 MODEL_FILE = "model.safetensors"
@@ -229,10 +229,7 @@ def _folder_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
 
 
 def _read_index(index: Path) -> dict[str, str]:
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightsError(f"{index}: cannot read the shard index: {err}") from None
+    data = jsonio.read(index)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise WeightsError(f'{index}: not a shard index (expected {{"weight_map": {{key: file name}}}})')
@@ -308,10 +305,7 @@ def _aliases(file: Path, header: FileHeader) -> dict[str, str]:
     text = header.metadata.get(ALIASES_KEY)
     if text is None:
         return {}
-    try:
-        aliases = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise WeightsError(f"{file}: `{ALIASES_KEY}` in the header is not valid JSON: {err}") from None
+    aliases = jsonio.loads(text, f"{file}: `{ALIASES_KEY}`")
     if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
         raise WeightsError(f"{file}: `{ALIASES_KEY}` must map key names to key names")
     return aliases
@@ -709,10 +703,7 @@ def load_tensors(path: str | Path, device: str | torch.device | None = None) -> 
 
         if text is None:
             return {key: tensor(stored.aliases.get(key, key)) for key in stored.keys()}
-        try:
-            structure = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise WeightsError(f"{path}: `{STRUCTURE_KEY}` in the header is not valid JSON: {err}") from None
+        structure = jsonio.loads(text, f"{path}: `{STRUCTURE_KEY}`")
         return _decode(structure, stored, tensor, path)
 
 
