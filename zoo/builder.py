@@ -139,7 +139,8 @@ class _Constructor:
     def init(self, module: nn.Module, rules: tuple[Init, ...]) -> None:
         if rules:
             initrules.apply(
-                module, [initrules.BoundRule(r.pattern, r.fn, dict(r.kwargs), r.on, r.where) for r in rules]
+                module,
+                [initrules.BoundRule(r.pattern, r.fn, dict(r.kwargs), r.on, r.where, r.fn_name) for r in rules],
             )
 
 

@@ -8,11 +8,13 @@ followed by a Linear(31, 5) is reported with both layers' file:line, at no cost 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
+from zoo import initrules
 from zoo.errors import CycleError, ShapeError, ZooError
 from zoo.registry import Provider, Registry
 from zoo.resolve import Resolution, resolve
@@ -45,6 +47,10 @@ def check_registry(
             continue
         resolution = resolve(registry, chosen, {}, name)
         errors.extend(resolution.errors)
+        if not resolution.errors and resolution.root is not None:  # init rules tried on their parameters' shapes (meta)
+            from zoo import builder  # as in check_input
+
+            errors.extend(initrules.check_on_meta(partial(builder.construct, resolution.root)))
         if warnings is not None:
             warnings.extend(w for w in resolution.warnings if w not in warnings)
         if not resolution.errors and resolution.input_shape is not None:

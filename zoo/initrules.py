@@ -2,12 +2,21 @@
 
 A rule that matches a lazy (uninitialised) parameter is deferred to the owning layer and runs
 right after that layer gets its shape, whether by zoo.materialize or torch's first forward.
+
+A rule that cannot run (xavier_uniform on a 1-D bias, std = -1, a missing argument) is a
+SpecError naming the rule's file:line. `zoo check` finds it without building: `check_on_meta`
+constructs the block on the meta device, where `apply` tries each rule on the parameter's real
+shape instead of running it (and on a small CPU copy, whose kernels also check values).
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
+import math
+import types
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +36,8 @@ class BoundRule:
     fn: Callable[..., Any]
     kwargs: dict[str, Any]
     on: tuple[str, ...] = ()  # only parameters of blocks of these types (or their subclasses)
-    where: str = ""  # file:line: path, for the error when the rule matches nothing
+    where: str = ""  # file:line: path, for the error when the rule matches nothing or cannot run
+    name: str = ""  # the function's name as the rule wrote it
 
     def selects(self, name: str, owner: nn.Module) -> bool:
         """Whether the rule applies to parameter `name` (relative to the rule's block) of `owner`."""
@@ -55,10 +65,12 @@ def apply(module: nn.Module, rules: Iterable[BoundRule]) -> None:
                 used[index] = True
                 param = getattr(owner, param_name)
                 if isinstance(param, UninitializedParameter):
+                    check_rule(rule, name, None)  # what can be known before the shape: arguments and their types
                     _defer(owner, param_name, rule)
+                elif param.device.type == "meta":
+                    check_rule(rule, name, tuple(param.shape), param.dtype)
                 else:
-                    with torch.no_grad():
-                        rule.fn(param, **rule.kwargs)
+                    _run(rule, name, param)
     for rule, hit in zip(rules, used, strict=True):
         if not hit:
             on = f" on {' or '.join(rule.on)} blocks" if rule.on else ""
@@ -89,8 +101,127 @@ def run_deferred(module: nn.Module) -> None:
             continue
         if any(isinstance(getattr(owner, name), UninitializedParameter) for name, _ in pending):
             continue
-        with torch.no_grad():
-            for name, rule in pending:
-                rule.fn(getattr(owner, name), **rule.kwargs)
+        for name, rule in pending:
+            _run(rule, name, getattr(owner, name))
         del owner.__dict__[_DEFERRED]
         owner.__dict__.pop("_zoo_deferred_handle").remove()
+
+
+# --- rules that cannot run --------------------------------------------------------------------
+
+_CPU_TRY_LIMIT = 1 << 16  # elements: a CPU copy this small costs nothing and runs the value checks too
+
+
+def check_rule(rule: BoundRule, param: str, shape: tuple[int, ...] | None, dtype: torch.dtype | None = None) -> None:
+    """Raise SpecError if `rule` cannot run on the parameter `param` of `shape` (None: not known yet).
+
+    Without a shape, only the arguments are checked: that they bind to the function's
+    signature and fit its annotations. With one, the function also runs on a meta tensor of
+    that shape (shape and rank checks), then on a CPU tensor when that is small (value checks
+    that only real kernels make), with the random state restored afterwards.
+    """
+    try:
+        signature = inspect.signature(rule.fn)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(torch.empty(0, device="meta"), **rule.kwargs)
+        except TypeError as err:
+            raise _cannot(rule, param, f"{err}") from None
+        hints = _hints(rule.fn)
+        for key, value in rule.kwargs.items():
+            if key in hints and _fits(value, hints[key]) is False:
+                raise _cannot(rule, param, f"`{key}` must be {_name(hints[key])}, got {type(value).__name__} {value!r}")
+    if shape is None:
+        return
+    dtype = dtype or torch.get_default_dtype()
+    small = math.prod(shape) <= _CPU_TRY_LIMIT
+    try:
+        _try(rule, torch.empty(shape, dtype=dtype, device="meta"))
+    except Exception as err:
+        if not _is_meta_limit(err):
+            raise _cannot(rule, param, f"{type(err).__name__}: {err}", shape) from None
+        if not small:
+            return  # meta cannot run it and a real tensor that large costs too much: the build will tell
+    if small:
+        with torch.random.fork_rng(devices=[]):
+            try:
+                _try(rule, torch.empty(shape, dtype=dtype, device="cpu"))  # explicit: a meta default may be set
+            except Exception as err:
+                raise _cannot(rule, param, f"{type(err).__name__}: {err}", shape) from None
+
+
+def check_on_meta(construct: Callable[[], nn.Module]) -> list[SpecError]:
+    """Construct a block on the meta device, which checks every `init` rule in it (see `apply`).
+
+    Returns the first rule that cannot run, as a one-item list; an empty list when all can,
+    or when the block itself cannot be constructed on meta (then its build says why).
+    """
+    try:
+        with torch.device("meta"):
+            construct()
+    except SpecError as err:
+        return [err]
+    except Exception:  # a block that needs real tensors to be built: its rules are checked at build
+        return []
+    return []
+
+
+def _run(rule: BoundRule, param: str, tensor: torch.Tensor) -> None:
+    try:
+        _try(rule, tensor)
+    except Exception as err:
+        raise _cannot(rule, param, f"{type(err).__name__}: {err}", tuple(tensor.shape)) from err
+
+
+def _try(rule: BoundRule, tensor: torch.Tensor) -> None:
+    with torch.no_grad():
+        rule.fn(tensor, **rule.kwargs)
+
+
+def _is_meta_limit(err: Exception) -> bool:
+    """Whether the error says only that meta tensors have no data (.item(), a copy out), not the rule is wrong."""
+    text = str(err).lower()
+    return isinstance(err, NotImplementedError) or "meta" in text
+
+
+def _cannot(rule: BoundRule, param: str, why: str, shape: tuple[int, ...] | None = None) -> SpecError:
+    at = f"{rule.where}: " if rule.where else ""
+    fn = rule.name or getattr(rule.fn, "__name__", "the init function")
+    of = f"'{param}' of shape {list(shape)}" if shape is not None else f"'{param}'"
+    return SpecError(f"{at}{fn} cannot initialise {of}: {why}")
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: nothing to check against
+        return {}
+
+
+def _fits(value: Any, expected: Any) -> bool | None:
+    """Whether a TOML value fits an annotation: False only when it surely does not."""
+    origin = typing.get_origin(expected)
+    if origin is typing.Union or origin is types.UnionType:
+        results = [_fits(value, arg) for arg in typing.get_args(expected)]
+        return None if any(r is not False for r in results) else False
+    if origin is typing.Literal:
+        return value in typing.get_args(expected)
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is str:
+        return isinstance(value, str)
+    return None
+
+
+def _name(expected: Any) -> str:
+    if typing.get_origin(expected) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(expected))
+    return getattr(expected, "__name__", str(expected))
