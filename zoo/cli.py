@@ -83,7 +83,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
-    from zoo import builder
+    from zoo import builder, devices, lazy
     from zoo.errors import ZooError
 
     model = zoo.build(args.name, registry=_registry(args), input_shape=args.input_shape, **dict(args.set))
@@ -92,6 +92,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if shape is None:
         print(zoo.summary(model))
         raise ZooError(f"'{args.name}' declares no example `input`; pass one, e.g. --input-shape 2,20")
+    shape = lazy.check_shape(shape, "--input-shape")
+    dtype = builder.input_dtype(model) or torch.get_default_dtype()
+    devices.check_allocation(shape, dtype, torch.device("cpu"), "a random input")
     torch.manual_seed(args.seed)
     X = builder.example_input(info, shape)
     model.eval()

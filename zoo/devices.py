@@ -11,6 +11,7 @@ Where each block of a model goes is zoo.placement's job.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import platform
 import re
@@ -161,6 +162,28 @@ def inventory() -> list[DeviceInfo]:
             host_total, host_free = _host_memory()
             infos.append(DeviceInfo("cpu", _cpu_name(), host_total, host_free))
     return infos
+
+
+def check_allocation(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, what: str) -> None:
+    """Refuse, before allocating, a tensor of `shape` that cannot fit in the memory `device` has free now.
+
+    Raises:
+        DeviceError: naming `what`, the bytes it needs and the bytes free.
+    """
+    needed = math.prod(shape) * dtype.itemsize
+    if device.type == "meta":
+        return
+    if device.type == "cuda":
+        free: int | None = torch.cuda.mem_get_info(device)[0]
+    elif device.type == "cpu":
+        free = _host_memory()[1]
+    else:
+        return  # no way to ask: the allocator answers
+    if free is not None and needed > free:
+        raise DeviceError(
+            f"{what} of shape {shape} ({dtype}) needs {needed:,} bytes ({human_bytes(needed)}), and {device} has "
+            f"{free:,} bytes ({human_bytes(free)}) free; use a smaller shape"
+        )
 
 
 def _host_memory() -> tuple[int | None, int | None]:

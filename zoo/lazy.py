@@ -26,6 +26,7 @@ header, and each layer's size attributes from its own `initialize_parameters` ru
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -131,12 +132,19 @@ def _check_device(device: DeviceArg) -> torch.device | None:
     return devices.resolve(device) if device is not None else None
 
 
+_MAX_ELEMENTS = (2**63 - 1) // 16  # torch counts bytes in int64: the widest dtype (complex128) must fit
+
+
 def check_shape(shape: Sequence[int], what: str = "input_shape") -> tuple[int, ...]:
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
         raise ArgumentError(f"{what} must be a sequence of sizes such as (2, 20), got {shape!r}")
     sizes = tuple(shape)
     if not sizes or any(type(d) is not int or d <= 0 for d in sizes):
         raise ArgumentError(f"{what} must be positive integer sizes such as (2, 20), got {shape!r}")
+    if math.prod(sizes) > _MAX_ELEMENTS:
+        raise ArgumentError(
+            f"{what} {sizes} has {math.prod(sizes):,} elements, more than a tensor can hold ({_MAX_ELEMENTS:,})"
+        )
     return sizes
 
 
@@ -209,6 +217,7 @@ class _Probe:
         """Real inputs on `device`; with `batch`, cut to that many samples along dim 0."""
         if self.shape is not None:
             shape = (min(self.shape[0], batch), *self.shape[1:]) if batch else self.shape
+            devices.check_allocation(shape, self.dtype or dtype, device, "the input of a real shape pass")
             return (torch.zeros(shape, dtype=self.dtype or dtype, device=device),)
 
         def cut(x: torch.Tensor) -> torch.Tensor:
@@ -226,7 +235,7 @@ def _probe(model: nn.Module, example_inputs: tuple[Any, ...], input_shape: Seque
         return _Probe((), check_shape(input_shape), input_dtype(model))
     info = build_info(model)
     if info is not None and info.input_shape:
-        return _Probe((), tuple(info.input_shape), input_dtype(model))
+        return _Probe((), check_shape(info.input_shape, f"the `input` of '{info.name}'"), input_dtype(model))
     raise ArgumentError(
         f"{_label(model)} has lazy layers ({listing(_lazy_owners(model))}) whose input sizes zoo cannot guess: "
         "pass example inputs, or input_shape=(batch, ...) such as input_shape=(2, 20)"
