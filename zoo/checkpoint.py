@@ -99,6 +99,10 @@ def save(
     config = folder.config_text(model, save_id)
     root = Path(directory)
     target = root / _STEP_DIR.format(step)
+    # What killed saves left goes before this save adds its own, so kills cannot pile up (one rank clears).
+    if root.is_dir() and (not sharded or distributed.rank() == 0):
+        fsio.remove_stale(root)
+        _rotate(root, keep_last, target)
     try:
         if sharded:
             with distributed.atomic_dir(target) as temp:
@@ -119,13 +123,18 @@ def save(
         distributed.agree(True)  # returns once rank 0 has rotated the old checkpoints
         return target
     fsio.remove_stale(root)
+    _rotate(root, keep_last, target)
+    if sharded:
+        distributed.agree(True)
+    return target
+
+
+def _rotate(root: Path, keep_last: int | None, target: Path) -> None:
+    """Delete all but the newest `keep_last` checkpoints, never `target` (the one this save writes)."""
     if keep_last is not None:
         for old in checkpoints(root)[:-keep_last]:
             if old.name != target.name:
                 fsio.remove_dir(old)
-    if sharded:
-        distributed.agree(True)
-    return target
 
 
 def checkpoints(directory: str | Path) -> list[Path]:

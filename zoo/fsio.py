@@ -16,7 +16,8 @@ link kept. A process whose current directory is in the folder stays in the previ
 deleted, except the writing process itself, which is moved into the new one.
 
 Temporaries are named `.NAME.zoo-tmp-HOST-PID-RANDOM`; a later write to the same target
-removes those whose process has died.
+removes those whose process has died (on this host), and those of any host older than
+STALE_AFTER_S, since another host's process cannot be asked.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import secrets
 import shutil
 import socket
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -36,6 +38,7 @@ from typing import BinaryIO
 _TEMP = ".zoo-tmp-"
 _OLD = ".zoo-old-"
 _HOST = "".join(c for c in socket.gethostname() if c.isalnum())[:16] or "host"
+STALE_AFTER_S = 24 * 3600  # a temporary untouched this long is a dead write's, whatever its host
 
 
 @contextlib.contextmanager
@@ -242,7 +245,8 @@ def _temp_name(target: Path) -> Path:
 
 
 def remove_stale(folder: str | os.PathLike[str]) -> None:
-    """Delete every temporary in `folder` left by a dead process of this host (a crashed write)."""
+    """Delete every temporary in `folder` left by a dead write: its process (on this host) is gone,
+    or it is older than STALE_AFTER_S."""
     _remove_stale_named(Path(folder), "*")
 
 
@@ -254,9 +258,11 @@ def _remove_stale(target: Path) -> None:
 
 
 def _remove_stale_named(folder: Path, name_pattern: str) -> None:
-    for entry in folder.glob(f".{name_pattern}{_TEMP}{_HOST}-*"):
-        pid = entry.name.rsplit("-", 2)[-2]
-        if not pid.isdigit() or _alive(int(pid)):
+    now = time.time()
+    for entry in folder.glob(f".{name_pattern}{_TEMP}*-*-*"):
+        owner, pid, _ = entry.name.rsplit(_TEMP, 1)[-1].rsplit("-", 2)
+        dead = owner == _HOST and pid.isdigit() and not _alive(int(pid))
+        if not dead and now - _mtime(entry) < STALE_AFTER_S:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
