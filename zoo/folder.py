@@ -284,12 +284,18 @@ def load(
     registry: RegistryArg = None,
     mesh: DeviceMesh | None = None,
     shard: ShardPolicy = None,
+    mmap: bool = True,
 ) -> nn.Module:
     """Rebuild the model saved in the folder `path` from its config.json and load its weights; in eval mode.
 
     The model is built on the meta device and given the memory-mapped tensors (no random
     initialisation, no copy); dtype and device conversions go tensor by tensor. Shared
     weights come back shared.
+
+    A mapped tensor reads the file itself: zoo's own saves replace files by rename and never
+    touch a mapped one, but truncating the file in place (`truncate`, a partial copy) makes
+    the next forward die with SIGBUS, and `cp` over it silently changes the live weights.
+    Pass mmap=False where another program may rewrite the files in place.
 
     Args:
         path: the folder; or a Hub repo, "hf://org/name" or "hf://org/name@revision", which
@@ -309,6 +315,9 @@ def load(
             rank allocates and reads from the files only its rows of each tensor. Strict; not
             together with `device` or `device_map`.
         shard: with `mesh`, which blocks become FSDP units, as for zoo.build.
+        mmap: True (default): CPU tensors map the file, so loading costs no copy and the OS shares
+            the pages between processes. False: every tensor is copied into this process's
+            own memory, and nothing done to the files afterwards reaches the model.
 
     Raises:
         WeightsError: no such folder, no zoo save in it, no config.json (weights only: use
@@ -336,6 +345,7 @@ def load(
             dtype=dtype,
             strict=strict,
             registry=registry,
+            mmap=mmap,
         )
     if device is not None and device_map is not None:
         raise DeviceError(f"load {path}: pass device= or device_map=, not both.")
@@ -349,7 +359,7 @@ def load(
     for attempt in range(_ATTEMPTS):
         before = fsio.identity(folder)
         try:
-            return _load_once(folder, placement, dtype, strict, registry)
+            return _load_once(folder, placement, dtype, strict, registry, mmap)
         except (WeightsError, FileNotFoundError) as err:
             if fsio.identity(folder) == before or attempt == _ATTEMPTS - 1:
                 if isinstance(err, FileNotFoundError):
@@ -382,7 +392,7 @@ class _Placement:
 
 
 def _load_once(
-    folder: Path, placement: _Placement, dtype: torch.dtype | None, strict: bool, registry: RegistryArg
+    folder: Path, placement: _Placement, dtype: torch.dtype | None, strict: bool, registry: RegistryArg, mmap: bool
 ) -> nn.Module:
     config = read_config(folder)
     if config is None and not any((folder / name).is_file() for name in (weights.MODEL_FILE, weights.INDEX_FILE)):
@@ -405,7 +415,7 @@ def _load_once(
                 f"different saves; save the model again"
             )
         target = placement.target(config, folder)
-        model = _load_fast(config, reg, folder, stored, placement, target, dtype) if strict else None
+        model = _load_fast(config, reg, folder, stored, placement, target, dtype, mmap) if strict else None
         if model is None:
             model = _load_slow(config, reg, folder, stored, strict)
             plan = placement.plan(model)
@@ -424,6 +434,7 @@ def _load_fast(
     placement: _Placement,
     device: torch.device | None,
     dtype: torch.dtype | None,
+    mmap: bool = True,
 ) -> nn.Module | None:
     """Build on the meta device and hand over the mapped tensors; None when a lazy layer needs a forward pass."""
     with torch.device("meta"):
@@ -435,7 +446,7 @@ def _load_fast(
         return None  # a lazy layer zoo cannot size from shapes alone: the slow path materialises it by a forward
     plan = placement.plan(model)  # shapes are known now; nothing is allocated yet
     where = plan.device_for if plan is not None else device
-    weights.apply_stored(model, stored, report, device=where, dtype=dtype)
+    weights.apply_stored(model, stored, report, device=where, dtype=dtype, private=not mmap)
     _compute_buffers(model, config, reg, folder, where, dtype)
     if plan is not None:
         dispatch(model, plan)  # every tensor is in place: this only installs the input hooks

@@ -239,6 +239,7 @@ def pull(
     endpoint: str | None = None,
     strict: bool = True,
     registry: RegistryArg = None,
+    mmap: bool = True,
 ) -> nn.Module:
     """Fetch a model's declaration and weights from a Hub repo and rebuild it with local blocks.
 
@@ -261,7 +262,7 @@ def pull(
         local_files_only: use the cache only and send no request (as HF_HUB_OFFLINE=1 does).
         token: for private repos; default HF_TOKEN or the stored login.
         endpoint: a Hub-compatible server; default HF_ENDPOINT.
-        strict, registry: as for zoo.load.
+        strict, registry, mmap: as for zoo.load (mmap=False copies the weights out of the cache).
 
     Raises:
         HubError: repo, revision or file not found (with what exists), not cached while
@@ -294,6 +295,7 @@ def pull(
         dtype=dtype,
         strict=strict,
         registry=registry,
+        mmap=mmap,
     )
     model.__dict__["zoo_source"] = HubSource(snapshot.repo_id, snapshot.revision, snapshot.commit, _endpoint(endpoint))
     return model

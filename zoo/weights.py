@@ -574,8 +574,12 @@ def apply_stored(
     *,
     device: str | torch.device | Callable[[str], torch.device] | None = None,
     dtype: torch.dtype | None = None,
+    private: bool = False,
 ) -> None:
     """Put the stored tensors that fit into `model`: copied into real tensors, assigned (no copy) to meta ones.
+
+    With `private`, a tensor that would still map the file is copied first, so that the model
+    owns all its memory and a later write to the file cannot reach it.
 
     `device` is one device for every tensor, or a function of the state-dict key (a device
     map's `Plan.device_for`): each tensor is read from the file straight onto its device.
@@ -593,10 +597,13 @@ def apply_stored(
             target = stored.aliases.get(key, key)
             if target not in converted:
                 tensor = stored.tensor(target)
+                mapped = tensor.untyped_storage().data_ptr()
                 if dtype is not None and tensor.is_floating_point():
                     tensor = tensor.to(dtype)
                 where = device(key) if callable(device) else device  # a tied tensor goes with its first user
                 converted[target] = tensor.to(where) if where is not None else tensor
+                if private and current.is_meta and converted[target].untyped_storage().data_ptr() == mapped:
+                    converted[target] = converted[target].clone()
                 bar.update(stored.infos[target].nbytes)
             (assign if current.is_meta else copy)[key] = converted[target]
         with torch.no_grad():
