@@ -131,6 +131,27 @@ def test_2_nesting_just_within_the_limit_still_parses(write_toml: Callable[..., 
     assert "m" in entries
 
 
+def test_2_a_chain_of_entries_too_long_to_follow_is_a_spec_error(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml("".join(f'[a{i}]\ntype = "a{i + 1}"\n' for i in range(150)) + '[a150]\ntype = "ReLU"\n')
+    code, _, err = run(capsys, "build", "a0", "--registry", str(path))
+    assert code == 2
+    assert f"{path}:201: entries refer to entries more than 100 deep: a0 -> a1 -> a2 -> … -> a100." in err
+
+
+def test_2_entries_and_blocks_nested_deep_together_are_a_spec_error(write_toml: Callable[..., Path]) -> None:
+    text = ""
+    for i in range(99):  # each level within its limits, but each entry's reference sits 47 blocks down
+        inner = f'"a{i + 1}"' if i < 98 else '"ReLU"'
+        for _ in range(47):
+            inner = f'{{ type = "Sequential", layers = [{inner}] }}'
+        text += f"[a{i}]\nlayers = [{inner}]\n"
+    path = write_toml(text)
+    with deadline(60), pytest.raises(SpecError, match=rf"{re.escape(str(path))}:1: a0: .* nest too deeply"):
+        zoo.build("a0", registry=[path])
+
+
 def test_2_a_deep_declaration_in_config_json_is_refused(tmp_path: Path) -> None:
     folder = zoo.save(zoo.build("mlp"), tmp_path / "saved")
     config = json.loads((folder / "config.json").read_text())

@@ -16,7 +16,7 @@ from zoo.declarations import Entry, parse_declaration
 from zoo.errors import BuildError
 from zoo.graph import compile_graph
 from zoo.registry import USER, Origin, Provider, Registry
-from zoo.resolve import Block, Graph, Init, Resolved, Use, declaration, resolve
+from zoo.resolve import Block, Graph, Init, Resolved, Use, declaration, resolve, too_deep
 from zoo.signatures import children_style
 
 RegistryArg = str | Path | Iterable[str | Path] | Registry | None
@@ -74,7 +74,10 @@ def _build(reg: Registry, provider: Provider, name: str, overrides: Mapping[str,
     if resolution.errors:
         raise resolution.errors[0]
     assert resolution.root is not None
-    module = construct(resolution.root)
+    try:
+        module = construct(resolution.root)
+    except RecursionError:  # building takes a few more frames per level than resolving
+        raise too_deep(provider) from None
     module.__dict__["zoo_info"] = BuildInfo(
         name,
         dict(overrides),

@@ -82,7 +82,7 @@ def check_input(resolution: Resolution, name: str) -> ShapeError | None:
     with torch.device("meta"):
         try:
             model = builder.construct(resolution.root)
-        except ZooError:
+        except (ZooError, RecursionError):
             return None  # a constructor that cannot run on meta: the real build reports it
         dtype = getattr(torch, resolution.input_dtype) if resolution.input_dtype else None
         x = torch.empty(resolution.input_shape, dtype=dtype)

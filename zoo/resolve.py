@@ -18,6 +18,7 @@ from torch import nn
 from zoo.declarations import (
     DEFAULT_INPUTS,
     LANGUAGE_KEYS,
+    MAX_NESTING,
     Entry,
     InitRule,
     Location,
@@ -118,6 +119,22 @@ class Resolution:
 
 def resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any], name: str) -> Resolution:
     """Resolve `provider` (a Python block or a declared entry) with `overrides`."""
+    try:
+        return _resolve(registry, provider, overrides, name)
+    except RecursionError:  # each level is bounded, but entries inside entries and blocks inside blocks add up
+        return Resolution(None, [too_deep(provider)])
+
+
+def too_deep(provider: Provider) -> SpecError:
+    """The error for a declaration whose blocks and entries, together, nest deeper than Python can follow."""
+    where = provider.entry.loc if provider.entry is not None else provider.where
+    return SpecError(
+        f"{where}: {provider.name}: blocks inside blocks and entries inside entries nest too deeply, all together, "
+        "for zoo to follow; declare fewer levels"
+    )
+
+
+def _resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any], name: str) -> Resolution:
     resolver = _Resolver(registry)
     input_shape = None
     key_map = None
@@ -235,6 +252,12 @@ class _Resolver:
         if entry.name in self.entries:
             chain = " -> ".join((*self.entries[self.entries.index(entry.name) :], entry.name))
             self.errors.append(CycleError(f"{entry.loc}: entries refer to each other in a loop: {chain}."))
+            return None, None
+        if len(self.entries) >= MAX_NESTING:  # resolving and building recurse once per entry in the chain
+            chain = f"{' -> '.join(self.entries[:3])} -> … -> {entry.name}"
+            self.errors.append(
+                SpecError(f"{entry.loc}: entries refer to entries more than {MAX_NESTING} deep: {chain}.")
+            )
             return None, None
         try:
             params, direct = split_overrides(entry, overrides, where)
