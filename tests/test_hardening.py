@@ -125,6 +125,16 @@ def test_2_an_array_nested_a_thousand_deep_is_a_spec_error_with_a_line(
     assert f"{path}:4: " in err and "nested more than" in err
 
 
+def test_2_an_integer_too_long_for_python_is_a_registry_error_with_a_line(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml('[m]\ntype = "Identity"\ninput = ' + "9" * 5000 + "\n")  # found by tests/test_fuzz.py
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}:3: a value TOML allows but Python refuses" in err
+    code, _, err = run(capsys, "build", "mlp", "--set", "hidden=" + "9" * 5000)
+    assert code == 2 and "hidden" in err
+
+
 def test_2_nesting_just_within_the_limit_still_parses(write_toml: Callable[..., Path]) -> None:
     depth = declarations.MAX_NESTING - 2  # the entry table and `x` take two levels
     entries = declarations.parse_file(write_toml('[m]\ntype = "Identity"\nx = ' + "[" * depth + "]" * depth + "\n"))

@@ -179,6 +179,10 @@ def parse_text(text: str, file: str = "<string>", origin: str = "user") -> dict[
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise RegistryFileError(f"{file}: invalid TOML: {err}") from None
+    except ValueError as err:  # an integer longer than Python converts (4,300 digits)
+        long_number = re.search(r"\d{4300}", text)
+        line = text.count("\n", 0, long_number.start()) + 1 if long_number else None
+        raise RegistryFileError(f"{Location(file, line)}: a value TOML allows but Python refuses: {err}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         where = Location(file, _Scanner.deepest_line(text))
         raise SpecError(f"{where}: values nested more than {MAX_NESTING} levels deep; zoo reads at most that") from None
@@ -205,7 +209,7 @@ def parse_value(text: str) -> Any:
     """A `--set k=v` value: TOML syntax when it parses (3, 1e-3, true, [2, 3]), else a string."""
     try:
         return _freeze(tomllib.loads(f"v = {text}")["v"])
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # not TOML (TOMLDecodeError is a ValueError), too long, too deep
         return text
 
 
