@@ -12,9 +12,10 @@ override them per call. Offline (HF_HUB_OFFLINE=1 or `local_files_only=True`) a 
 request at all and is served from the cache.
 
 Limits, checked before anything is parsed: config.json and the shard index at most
-MAX_JSON_BYTES (16 MiB) each, from the repo listing before they are downloaded and on disk
-when served from the cache; each safetensors header at most 100 MB (the safetensors reader's
-own limit, checked by zoo.weights before any tensor is read).
+MAX_JSON_BYTES (16 MiB) each, from the repo listing before they are downloaded, and again on
+the downloaded file (a server can under-report) or on disk when served from the cache; each
+safetensors header at most 100 MB (the safetensors reader's own limit, checked by
+zoo.weights before any tensor is read). JSON is parsed by zoo.jsonio, within its limits.
 """
 
 from __future__ import annotations
