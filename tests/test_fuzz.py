@@ -247,7 +247,11 @@ def _apply(folder: Path, file: str, operation: str, draw_json: Callable[[Any], A
         return
     raw = path.read_bytes()
     if op == "json" and file.endswith(".json"):
-        path.write_text(json.dumps(draw_json(json.loads(raw))))
+        try:
+            data = json.loads(raw)
+        except ValueError:  # an earlier step broke it already
+            return
+        path.write_text(json.dumps(draw_json(data)))
     elif op == "deep":
         path.write_bytes(raw[: rng % (len(raw) + 1)] + b"[" * 100_000 + raw[rng % (len(raw) + 1) :])
     elif op == "digits":
