@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import inspect
 import math
 import types
@@ -120,10 +121,7 @@ def check_rule(rule: BoundRule, param: str, shape: tuple[int, ...] | None, dtype
     that shape (shape and rank checks), then on a CPU tensor when that is small (value checks
     that only real kernels make), with the random state restored afterwards.
     """
-    try:
-        signature = inspect.signature(rule.fn)
-    except (TypeError, ValueError):
-        signature = None
+    signature = _signature(rule.fn)
     if signature is not None:
         try:
             signature.bind(torch.empty(0, device="meta"), **rule.kwargs)
@@ -169,6 +167,7 @@ def check_on_meta(construct: Callable[[], nn.Module]) -> list[SpecError]:
 
 
 def _run(rule: BoundRule, param: str, tensor: torch.Tensor) -> None:
+    check_rule(rule, param, None)  # the same message for a wrong argument as zoo check gives
     try:
         _try(rule, tensor)
     except Exception as err:
@@ -193,6 +192,15 @@ def _cannot(rule: BoundRule, param: str, why: str, shape: tuple[int, ...] | None
     return SpecError(f"{at}{fn} cannot initialise {of}: {why}")
 
 
+@functools.cache  # rules run once per matching parameter; a function's signature never changes
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+@functools.cache
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(fn)
