@@ -262,6 +262,15 @@ def test_5_a_shard_index_nested_100000_deep_is_a_weights_error(tmp_path: Path) -
         zoo.load_weights(zoo.build("mlp"), folder)
 
 
+def test_5_a_shard_name_too_long_for_the_file_system_is_a_weights_error(tmp_path: Path) -> None:
+    folder = zoo.save(zoo.build("mlp"), tmp_path / "sharded", max_shard_size=2000)  # found by tests/test_fuzz.py
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"]["out.bias"] = "[" * 100_000 + ".safetensors"
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(WeightsError, match=r"shard '\[\[\[.*' is not a file name inside"):
+        zoo.load(folder)
+
+
 def _rewrite_metadata(file: Path, key: str, value: str) -> None:
     """Set a `__metadata__` string in a safetensors header, keeping the data section as it was."""
     raw = file.read_bytes()

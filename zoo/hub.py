@@ -438,8 +438,9 @@ def _shards_in_index(path: Path, where: str) -> list[str]:
         raise HubError(f"{where}: not a safetensors index (a JSON object with a 'weight_map'): {err}") from err
     for shard in shards:
         parts = PurePosixPath(shard).parts if isinstance(shard, str) else ()
-        # Backslashes and drive letters are separators on Windows, where the cache might live.
-        foreign = isinstance(shard, str) and any(c in shard for c in "\\:\0")
+        # Backslashes and drive letters are separators on Windows, where the cache might live; NUL and
+        # names longer than any file system takes fail in the client with an OSError.
+        foreign = isinstance(shard, str) and (any(c in shard for c in "\\:\0") or len(shard.encode()) > 1024)
         if not parts or foreign or shard.startswith("/") or ".." in parts or not shard.endswith(".safetensors"):
             raise HubError(f"{where}: the shard name {shard!r} is not a .safetensors file inside the repo.")
     return shards

@@ -234,8 +234,9 @@ def _read_index(index: Path) -> dict[str, str]:
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise WeightsError(f'{index}: not a shard index (expected {{"weight_map": {{key: file name}}}})')
     for name in set(weight_map.values()):
-        if Path(name).name != name or name in ("", ".", ".."):  # no way out of the folder
-            raise WeightsError(f"{index}: shard '{name}' is not a file name inside {index.parent}")
+        # No way out of the folder, and nothing the file system refuses to look up (ENAMETOOLONG, NUL).
+        if Path(name).name != name or name in ("", ".", "..") or "\0" in name or len(name.encode()) > 255:
+            raise WeightsError(f"{index}: shard '{name[:80]}' is not a file name inside {index.parent}")
         if not (index.parent / name).is_file():
             raise WeightsError(f"{index}: lists shard '{name}', which is not in {index.parent}")
     return weight_map
