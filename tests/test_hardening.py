@@ -387,6 +387,13 @@ def test_7_a_value_error_of_the_client_becomes_a_hub_error(server: HubServer, tm
             raise SpecError("mine")
 
 
+def test_7_an_os_error_of_the_client_becomes_a_hub_error(server: HubServer, tmp_path: Path) -> None:
+    _seed_repo(server, tmp_path, "org/ok")
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    with pytest.raises(HubError, match=r"cannot pull org/ok@main: .*cache"):
+        _pull(server, tmp_path, "org/ok")
+
+
 def test_8_a_config_json_larger_than_listed_is_refused_before_parsing(server: HubServer, tmp_path: Path) -> None:
     files = _seed_repo(server, tmp_path, "org/liar")
     big = files["config.json"].rstrip()[:-1] + b', "pad": "' + b"x" * (jsonio.MAX_BYTES + 10) + b'"}'

@@ -541,6 +541,8 @@ def _hub_errors(action: str, repo_id: str, revision: str | None, endpoint: str, 
         raise _hub_error(err, f"cannot {action}", repo_id, revision, endpoint, api) from err
     except ValueError as err:  # the client refuses what a repo says (a file name that leaves the cache)
         raise HubError(f"cannot {action}: {endpoint} sent what the Hub client refuses: {_first_line(err)}") from err
+    except OSError as err:  # the cache folder cannot be written, or a body that does not match its stated size
+        raise HubError(f"cannot {action}: {err}") from err
 
 
 def _hub_error(err: Exception, at: str, repo_id: str, revision: str | None, endpoint: str, api: HfApi) -> HubError:
