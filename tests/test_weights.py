@@ -702,7 +702,7 @@ def test_loading_a_missing_folder_suggests_the_nearest(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ("{not json", "cannot read it"),
+        ("{not json", "is not valid JSON"),
         ('{"zoo_format": 1}', "no `declaration`"),
         ('{"zoo_format": 99, "zoo_version": "9.0", "declaration": {}}', "zoo_format 99, written by zoo 9.0"),
         ('{"zoo_format": 1, "name": "m", "declaration": {}, "input_shape": [0]}', "input_shape"),
