@@ -15,6 +15,7 @@ their config.json, index and safetensors headers mutated, or replaced by links a
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
@@ -172,7 +173,7 @@ def data_mutation(draw: st.DrawFn) -> str:
             if isinstance(node, dict) and draw(st.integers(0, 4)) == 0:
                 del node[key]
             else:
-                node[key] = draw(st.sampled_from(VALUES))
+                node[key] = copy.deepcopy(draw(st.sampled_from(VALUES)))  # a later step may change it in place
             break
     lines = []
     for name, body in data.items():
