@@ -306,7 +306,7 @@ def test_5_the_structure_header_of_save_tensors_is_bounded_too(tmp_path: Path) -
 
 def test_5_bounded_json_reports_the_key_path() -> None:
     with pytest.raises(WeightsError, match=r"x: nested more than 100 levels deep at a\.b\[2\]"):
-        jsonio.loads('{"a": {"b": [1, 2, ' + "[" * 200, "x")
+        jsonio.loads('{"a": {"b": [1, 2, ' + "[" * 200 + "]" * 200 + "]}}", "x")
     with pytest.raises(WeightsError, match=r"x is not valid JSON.*NaN"):
         jsonio.loads('{"a": NaN}', "x")
     assert jsonio.loads('{"a": [1, {"b": "[{"}], "c": -12}', "x") == {"a": [1, {"b": "[{"}], "c": -12}

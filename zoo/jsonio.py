@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from typing import Any
 
@@ -96,28 +97,37 @@ def loads(text: str | bytes, where: str, *, max_bytes: int = MAX_BYTES, error: t
         decoded = raw.decode("utf-8") if isinstance(text, bytes) else text
     except UnicodeDecodeError as err:
         raise error(f"{where} is not UTF-8 text: {err}") from None
-    too_deep = _too_deep(decoded)
-    if too_deep is not None:
-        raise error(f"{where}: nested more than {MAX_DEPTH} levels deep at {_path(too_deep)}")
+    long_ints: list[_LongInt] = []
+
+    def parse_int(digits: str) -> int | _LongInt:
+        if len(digits.lstrip("-")) > MAX_INT_DIGITS:  # int() would raise past 4,300 digits, slowly before
+            long_ints.append(_LongInt(digits))
+            return long_ints[-1]
+        return int(digits)
+
     try:
-        data = json.loads(decoded, parse_int=_int, parse_constant=_constant)
-    except (json.JSONDecodeError, ValueError) as err:
+        data = json.loads(decoded, parse_int=parse_int, parse_constant=_constant)
+    except RecursionError:  # far deeper than MAX_DEPTH: find where, without recursion
+        raise error(f"{where}: nested more than {MAX_DEPTH} levels deep at {_path(_too_deep(decoded) or [])}") from None
+    except ValueError as err:  # JSONDecodeError is one
         raise error(f"{where} is not valid JSON: {err}") from None
-    long_int = _find_long_int(data)
-    if long_int is not None:
-        raise error(
-            f"{where}: the integer at {_path(long_int)} has more than {MAX_INT_DIGITS} digits; "
-            "no size or count in a zoo file is that long"
-        )
+    if long_ints or decoded.count("[") + decoded.count("{") > MAX_DEPTH:  # else neither can be: skip the walk
+        problem = _first_problem(data)
+        if problem is not None and problem[0] == "deep":
+            raise error(f"{where}: nested more than {MAX_DEPTH} levels deep at {_path(problem[1])}")
+        if problem is not None:
+            raise error(
+                f"{where}: the integer at {_path(problem[1])} has more than {MAX_INT_DIGITS} digits; "
+                "no size or count in a zoo file is that long"
+            )
     return data
-
-
-def _int(digits: str) -> int | _LongInt:
-    return _LongInt(digits) if len(digits.lstrip("-")) > MAX_INT_DIGITS else int(digits)
 
 
 def _constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON (zoo writes none)")
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]')  # strings whole, and the characters that nest or separate
 
 
 def _too_deep(text: str) -> list[str | int] | None:
@@ -127,61 +137,70 @@ def _too_deep(text: str) -> list[str | int] | None:
     what else is wrong), so the path is the best reading of what came before.
     """
     stack: list[list[Any]] = []  # per open container: [kind, key or index, expecting a key]
-    i, n = 0, len(text)
-    last_string = ""
-    while i < n:
-        c = text[i]
-        if c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            last_string = text[i : j + 1]
+    for match in _TOKENS.finditer(text):  # the regex skips everything else at C speed
+        token = match.group()
+        if token[0] == '"':
             if stack and stack[-1][0] == "{" and stack[-1][2]:
                 try:
-                    stack[-1][1] = json.loads(last_string)
+                    stack[-1][1] = json.loads(token)
                 except ValueError:
-                    stack[-1][1] = last_string
+                    stack[-1][1] = token
                 stack[-1][2] = False
-            i = j + 1
-            continue
-        if c in "[{":
+        elif token in "[{":
             if len(stack) >= MAX_DEPTH:
                 return [frame[1] for frame in stack]
-            stack.append([c, 0 if c == "[" else "", c == "{"])
-        elif c in "]}":
+            stack.append([token, 0 if token == "[" else "", token == "{"])
+        elif token in "]}":
             if stack:
                 stack.pop()
-        elif c == "," and stack:
+        elif stack:  # ","
             if stack[-1][0] == "[":
                 stack[-1][1] += 1
             else:
                 stack[-1][2] = True
-        i += 1
     return None
 
 
-def _find_long_int(data: Any) -> list[str | int] | None:
+def _first_problem(data: Any) -> tuple[str, list[str | int]] | None:
+    """("deep", path) where nesting first exceeds MAX_DEPTH, or ("digits", path) of an overlong integer."""
+    if not _has_problem(data):
+        return None
     todo: list[tuple[Any, list[str | int]]] = [(data, [])]
-    while todo:  # depth is bounded already, but a loop needs no stack at all
+    while todo:  # the same walk again, now keeping paths for the message
         value, path = todo.pop()
         if isinstance(value, _LongInt):
-            return path
-        if isinstance(value, dict):
-            todo.extend((v, [*path, k]) for k, v in value.items())
-        elif isinstance(value, list):
-            todo.extend((v, [*path, i]) for i, v in enumerate(value))
+            return "digits", path
+        if isinstance(value, (dict, list)):
+            if len(path) >= MAX_DEPTH:
+                return "deep", path
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            todo.extend((v, [*path, k]) for k, v in items if isinstance(v, (dict, list, _LongInt)))
     return None
+
+
+def _has_problem(data: Any) -> bool:
+    """Whether any container nests deeper than MAX_DEPTH or any integer is overlong: a loop, depths only (fast)."""
+    todo: list[tuple[Any, int]] = [(data, 0)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, _LongInt) or depth >= MAX_DEPTH:
+            return True
+        if not isinstance(value, (dict, list)):  # a scalar at the top
+            continue
+        children = value.values() if isinstance(value, dict) else value
+        todo.extend((v, depth + 1) for v in children if isinstance(v, (dict, list, _LongInt)))
+    return False
 
 
 def _path(path: list[str | int]) -> str:
     """`declaration.layers[3].type`, or `the top level` for an empty path."""
     text = ""
-    for part in path:
+    for part in path[:8]:  # enough to find the place; the rest of a deep path is the same brackets
         if isinstance(part, int):
             text += f"[{part}]"
         else:
             text += f".{part}" if text else str(part)
-    return text or "the top level"
+    return (text + ("…" if len(path) > 8 else "")) or "the top level"
 
 
 def _kind(mode: int) -> str:
