@@ -59,7 +59,7 @@ CONFIG_FILE = zoo_folder.CONFIG_FILE
 SINGLE_FILE = weights.MODEL_FILE
 INDEX_FILE = weights.INDEX_FILE
 CARD_FILE = zoo_folder.CARD_FILE
-MAX_JSON_BYTES = 16 * 2**20  # config.json and the shard index; real ones are a few KiB
+MAX_JSON_BYTES = jsonio.MAX_BYTES  # config.json and the shard index (16 MiB); real ones are a few KiB
 MAX_PARALLEL_DOWNLOADS = 8
 # Weights that only an unpickler can read: zoo refuses them rather than run what they contain.
 # Files a push replaces: stale weights of an earlier push must go (single file ↔ shards).
