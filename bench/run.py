@@ -25,6 +25,7 @@ from bench.common import machine, table  # noqa: E402
 SCRIPTS = [
     ("forward", "bench_forward.py"),
     ("build", "bench_build.py"),
+    ("references", "bench_references.py"),
     ("startup", "bench_startup.py"),
     ("load", "bench_load.py"),
     ("materialise", "bench_materialize.py"),
@@ -88,6 +89,9 @@ def summary(results: dict[str, dict]) -> list[dict[str, Any]]:
         add(f"forward {row['model']} {row['input']}: zoo / hand-written", row["ratio"], "<= 1.02", row["ratio"] <= 1.02)
     for row in results.get("build", {}).get("rows", []):
         add(f"build {row['model']}: zoo / hand-written", row["ratio"], "", None)
+    for row in results.get("references", {}).get("rows", []):
+        goal = float(row["goal"].removeprefix("<= "))
+        add(f"{row['measure']} {row['model']}: zoo / reference", row["ratio"], row["goal"], row["ratio"] <= goal)
     for row in results.get("startup", {}).get("rows", []):
         if row["case"] == "zoo, 20 plugins":
             add("cold start, 20 plugins / none", row["wall_vs_no_plugins"], "", None)

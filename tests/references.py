@@ -125,7 +125,13 @@ TORCHVISION = {
 
 
 def gpt2_config(**overrides: Any) -> Any:
-    """transformers' GPT2Config (GPT-2 small unless overridden), eager attention, no dropout surprises."""
+    """transformers' GPT2Config: GPT-2 small unless overridden.
+
+    A smaller vocabulary gets its last id as the begin/end token (GPT-2's 50256 would lie outside it).
+    """
+    if "vocab_size" in overrides:
+        last = overrides["vocab_size"] - 1
+        overrides = {"bos_token_id": last, "eos_token_id": last, **overrides}
     try:
         from transformers import GPT2Config
     except ImportError as err:

@@ -1,0 +1,261 @@
+"""Well-known architectures declared in TOML alone, held against their real references.
+
+torchvision 0.28.0's own model files (imported by path from the downloaded wheel) and transformers'
+GPT2LMHeadModel: state-dict keys and shapes exactly the reference's, the published parameter
+counts, the reference's state dict loading strictly, the same outputs in eval mode, and the same
+initialisation. Large models are built on the meta device where only keys, shapes and counts are
+needed, so the file stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from tests import references
+
+# name -> (reference constructor, published parameter count, a small input for the output check)
+TORCHVISION: dict[str, tuple[Callable[[], nn.Module], int, tuple[int, ...]]] = {
+    "tv_resnet18": (references.tv_resnet18, 11_689_512, (2, 3, 64, 64)),
+    "tv_googlenet": (references.tv_googlenet, 6_624_904, (2, 3, 64, 64)),
+    "tv_densenet121": (references.tv_densenet121, 7_978_856, (2, 3, 64, 64)),
+    "tv_vgg11": (references.tv_vgg11, 132_863_336, (1, 3, 32, 32)),
+}
+GPT2_SMALL_PARAMETERS = 124_439_808  # lm_head tied to wte: counted once
+TINY_GPT2 = {"vocab_size": 100, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 4}
+
+
+def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())  # a tied parameter once, as torch yields it once
+
+
+def on_meta(make: Callable[[], nn.Module]) -> nn.Module:
+    """Built with every tensor on the meta device: shapes without memory or initialisation time."""
+    with torch.device("meta"):
+        return make()
+
+
+def randomise_constants(model: nn.Module) -> None:
+    """Give BatchNorm/LayerNorm statistics and affine terms, and zero biases, random values.
+
+    A fresh model's norms are identities in eval mode (mean 0, variance 1, weight 1, bias 0), so
+    comparing outputs would not notice a norm applied at the wrong place.
+    """
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and tensor.numel() > 1 and bool((tensor == tensor.flatten()[0]).all()):
+                low, high = (0.5, 1.5) if name.endswith(("running_var", "weight")) else (-0.2, 0.2)
+                tensor.copy_(torch.empty(tensor.shape).uniform_(low, high, generator=generator))
+
+
+def assert_same_initialisation(ours: nn.Module, theirs: nn.Module) -> None:
+    """Each parameter drawn like the reference's: constants equal, random ones with the same mean and spread."""
+    reference = dict(theirs.named_parameters())
+    for name, param in ours.named_parameters():
+        expected = reference[name]
+        if bool((expected == expected.flatten()[0]).all()):
+            assert torch.equal(param, expected), f"{name}: expected the constant {expected.flatten()[0].item()}"
+        elif expected.numel() >= 1000:  # enough samples for the statistics to be sharp
+            std, mean = expected.std().item(), expected.mean().item()
+            spread = param.std().item()
+            assert spread == pytest.approx(std, rel=0.15), f"{name}: spread {spread:.4g}, not {std:.4g}"
+            assert abs(param.mean().item() - mean) < 0.1 * std, f"{name}: mean {param.mean():.4g}, not {mean:.4g}"
+
+
+# --- torchvision ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torchvision_reference() -> Iterator[Callable[[str], nn.Module]]:
+    """torchvision's model (random weights, non-trivial norm statistics), built once per name."""
+    built: dict[str, nn.Module] = {}
+
+    def get(name: str) -> nn.Module:
+        if name not in built:
+            torch.manual_seed(0)
+            built[name] = TORCHVISION[name][0]().eval()
+        return built[name]
+
+    yield get
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_keys_shapes_and_parameter_count_are_torchvisions(name: str) -> None:
+    make, count, _ = TORCHVISION[name]
+    ours, theirs = on_meta(lambda: zoo.build(name)), on_meta(make)
+    assert list(shapes(ours)) == list(shapes(theirs))  # the same keys, in the same order
+    assert shapes(ours) == shapes(theirs)
+    assert parameter_count(ours) == parameter_count(theirs) == count
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvisions_state_dict_loads_strictly_and_gives_its_outputs(
+    name: str, torchvision_reference: Callable[[str], nn.Module]
+) -> None:
+    reference = torchvision_reference(name)
+    randomise_constants(reference)
+    # VGG-11's 133M parameters are built once, by the reference; zoo's model takes them over (assign)
+    ours = on_meta(lambda: zoo.build(name)) if name == "tv_vgg11" else zoo.build(name)
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=name == "tv_vgg11")
+    ours.eval()
+    X = torch.randn(TORCHVISION[name][2], generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = reference(X)
+        torch.testing.assert_close(ours(X), expected, atol=1e-4, rtol=1e-4)
+    assert expected.shape == (X.shape[0], 1000)
+
+
+@pytest.mark.parametrize("name", ["tv_resnet18", "tv_googlenet", "tv_densenet121"])
+def test_initialisation_is_torchvisions(name: str) -> None:
+    torch.manual_seed(3)
+    theirs = TORCHVISION[name][0]()
+    torch.manual_seed(4)
+    assert_same_initialisation(zoo.build(name), theirs)
+
+
+def test_resnet_downsamples_only_where_torchvision_does() -> None:
+    model = on_meta(lambda: zoo.build("tv_resnet18"))
+    downsampled = sorted({k.split(".downsample")[0] for k in model.state_dict() if ".downsample." in k})
+    assert downsampled == ["layer2.0", "layer3.0", "layer4.0"]  # stride 2 or a change of width; layer1 keeps both
+
+
+def test_num_classes_reaches_the_classifier() -> None:
+    model = zoo.build("tv_resnet18", num_classes=10).eval()
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_a_missing_torchvision_wheel_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZOO_TORCHVISION_DIR", str(tmp_path))
+    with pytest.raises(references.ReferenceMissing, match=r"run `make setup`.*pip download torchvision==0\.28\.0"):
+        references._torchvision_root()
+
+
+# --- GPT-2 ---------------------------------------------------------------------------------------
+
+
+def test_gpt2_small_is_124m_parameters_with_the_head_tied_to_the_token_embedding() -> None:
+    ours, theirs = on_meta(lambda: zoo.build("hf_gpt2")), on_meta(references.hf_gpt2)
+    assert shapes(ours) == shapes(theirs)
+    assert ours.lm_head.weight is ours.transformer.wte.weight
+    assert parameter_count(ours) == parameter_count(theirs) == GPT2_SMALL_PARAMETERS
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2() -> tuple[nn.Module, nn.Module]:
+    """zoo's and transformers' GPT-2 at a tiny size, the reference's (randomised) weights loaded into zoo's."""
+    torch.manual_seed(0)
+    theirs = references.hf_gpt2(**TINY_GPT2).eval()
+    randomise_constants(theirs)
+    ours = zoo.build("hf_gpt2", **TINY_GPT2)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    return ours.eval(), theirs
+
+
+def test_gpt2_has_transformers_keys_and_gives_its_logits(tiny_gpt2: tuple[nn.Module, nn.Module]) -> None:
+    ours, theirs = tiny_gpt2
+    assert list(shapes(ours)) == list(shapes(theirs))
+    assert ours.lm_head.weight is ours.transformer.wte.weight  # still tied after the load
+    ids = torch.randint(0, TINY_GPT2["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        logits = ours(ids)
+        expected = theirs(ids).logits
+    logits = getattr(logits, "logits", logits)
+    assert logits.shape == (2, 12, TINY_GPT2["vocab_size"])
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gpt2_is_causal(tiny_gpt2: tuple[nn.Module, nn.Module]) -> None:
+    ours, _ = tiny_gpt2
+    ids = torch.randint(0, TINY_GPT2["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(6))
+    changed = ids.clone()
+    changed[:, 7] = (ids[:, 7] + 1) % TINY_GPT2["vocab_size"]
+    with torch.no_grad():
+        before, after = ours(ids), ours(changed)
+    before, after = getattr(before, "logits", before), getattr(after, "logits", after)
+    torch.testing.assert_close(after[:, :7], before[:, :7], atol=0, rtol=0)  # earlier positions cannot see it
+    assert not torch.allclose(after[:, 7:], before[:, 7:])
+
+
+def test_gpt2_trains_one_embedding_for_input_and_output(tiny_gpt2: tuple[nn.Module, nn.Module]) -> None:
+    ours, _ = tiny_gpt2
+    model = zoo.build("hf_gpt2", **TINY_GPT2)
+    model.load_state_dict(ours.state_dict())
+    ids = torch.randint(0, TINY_GPT2["vocab_size"], (1, 8), generator=torch.Generator().manual_seed(7))
+    logits = model(ids)
+    getattr(logits, "logits", logits).sum().backward()
+    wte = model.transformer.wte.weight
+    assert wte.grad is not None and model.lm_head.weight.grad is wte.grad  # one tensor, one gradient
+
+
+def test_gpt2_initialisation_is_transformers() -> None:
+    config = {**TINY_GPT2, "n_embd": 64, "n_layer": 4}  # c_proj std 0.02 / sqrt(8): distinct from 0.02
+    torch.manual_seed(8)
+    theirs = references.hf_gpt2(**config)
+    torch.manual_seed(9)
+    ours = zoo.build("hf_gpt2", **config)
+    assert_same_initialisation(ours, theirs)
+    assert ours.transformer.h[0].attn.c_proj.weight.std().item() == pytest.approx(0.02 / 8**0.5, rel=0.15)
+
+
+# --- U-Net ---------------------------------------------------------------------------------------
+
+
+class UNetTwin(nn.Module):
+    """unet_small written by hand: the same keys, the skips as torch.cat."""
+
+    def __init__(self, in_channels: int = 1, base: int = 16, num_classes: int = 2) -> None:
+        super().__init__()
+
+        def double_conv(i: int, o: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(),
+                nn.Conv2d(o, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(),
+            )  # fmt: skip
+
+        self.enc1, self.pool1 = double_conv(in_channels, base), nn.MaxPool2d(2)
+        self.enc2, self.pool2 = double_conv(base, 2 * base), nn.MaxPool2d(2)
+        self.bottleneck = double_conv(2 * base, 4 * base)
+        self.up2, self.dec2 = nn.ConvTranspose2d(4 * base, 2 * base, 2, stride=2), double_conv(4 * base, 2 * base)
+        self.up1, self.dec1 = nn.ConvTranspose2d(2 * base, base, 2, stride=2), double_conv(2 * base, base)
+        self.head = nn.Conv2d(base, num_classes, 1)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(X)  # (B, b, H, W)
+        e2 = self.enc2(self.pool1(e1))  # (B, 2b, H / 2, W / 2)
+        y = self.bottleneck(self.pool2(e2))  # (B, 4b, H / 4, W / 4)
+        y = self.dec2(torch.cat([self.up2(y), e2], dim=1))  # (B, 2b, H / 2, W / 2)
+        y = self.dec1(torch.cat([self.up1(y), e1], dim=1))  # (B, b, H, W)
+        return self.head(y)  # (B, num_classes, H, W)
+
+
+def test_unet_is_the_hand_written_unet() -> None:
+    model, twin = zoo.build("unet_small"), UNetTwin()
+    assert shapes(model) == shapes(twin)
+    randomise_constants(twin)
+    model.load_state_dict(twin.state_dict(), strict=True)
+    X = torch.randn(2, 1, 32, 32)
+    model.eval(), twin.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(X), twin(X))
+        assert model(X).shape == (2, 2, 32, 32)
+    rgb = zoo.build("unet_small", in_channels=3, num_classes=5).eval()
+    assert rgb(torch.zeros(1, 3, 16, 16)).shape == (1, 5, 16, 16)
+
+
+def test_unet_skip_carries_the_gradient_to_the_encoder() -> None:
+    model = zoo.build("unet_small")
+    with torch.no_grad():  # cut the path through the bottleneck: enc1 reaches the output only by the skip
+        model.up1.weight.zero_(), model.up1.bias.zero_()
+    model(torch.randn(2, 1, 16, 16)).square().sum().backward()
+    assert model.enc1[0].weight.grad is not None and bool(model.enc1[0].weight.grad.abs().sum() > 0)
+    assert model.enc2[0].weight.grad is not None and bool(model.enc2[0].weight.grad.abs().sum() == 0)
