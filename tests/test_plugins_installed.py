@@ -130,7 +130,7 @@ import torch, zoo
 from torch import nn
 resnet = zoo.build("resnet18", input_shape=(2, 3, 32, 32))
 vgg = zoo.build("vgg11", input_shape=(1, 1, 32, 32), hidden=16)
-print("resnet18", type(resnet.b2[0]).__module__, tuple(resnet(torch.zeros(2, 3, 32, 32)).shape))
+print("resnet18", sorted(dict(resnet.b2[0].named_children())), tuple(resnet(torch.zeros(2, 3, 32, 32)).shape))
 print("vgg11", type(vgg[0][0]).__name__)
 for name in ("vit_tiny", "hybrid_vit_tiny", "clash_net"):
     print(name, tuple(zoo.build(name).eval()(torch.zeros(zoo.spec(name).input_shape)).shape))
@@ -146,7 +146,7 @@ print("missing", "HalfRegistered" in zoo.names())
     )
     assert check.returncode == 0, check.stderr
     lines = check.stdout.splitlines()
-    assert lines[0] == "resnet18 zoo_convnets.blocks (2, 10)"  # its own Residual, despite zoo-clash
+    assert lines[0] == "resnet18 ['bn1', 'bn2', 'conv1', 'conv2'] (2, 10)"  # its own Residual, not zoo-clash's
     assert lines[1] == "vgg11 Conv2d"
     assert lines[2:5] == ["vit_tiny (2, 10)", "hybrid_vit_tiny (2, 10)", "clash_net (2, 4)"]
     assert lines[5].startswith("Residual: 'Residual' is provided by both zoo-clash 0.4.0 and zoo-convnets 0.1.0.")

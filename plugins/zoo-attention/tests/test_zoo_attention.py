@@ -17,7 +17,6 @@ from zoo_attention import (
     LazyLearnedPositions,
     LearnedPositions,
     MultiHeadAttention,
-    PatchTokens,
     TransformerEncoderBlock,
     ViTBlock,
 )
@@ -93,8 +92,8 @@ def test_encoder_blocks_keep_the_shape_as_in_d2l() -> None:
     assert ViTBlock(24, 48, 8, 0.5).eval()(X).shape == (2, 100, 24)
 
 
-def test_patch_tokens_class_token_and_head() -> None:
-    tokens = PatchTokens()(torch.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5))
+def test_patch_tokens_class_token_and_head(registry: Registry) -> None:
+    tokens = zoo.build("PatchTokens")(torch.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5))
     assert tokens.shape == (2, 20, 3) and tokens[1, 6].tolist() == [66.0, 86.0, 106.0]  # pixel (1, 1) of image 1
     with_cls = ClassToken(3)(tokens)
     assert with_cls.shape == (2, 21, 3) and with_cls[:, 0].abs().sum() == 0  # d2l starts it at zeros
@@ -148,10 +147,9 @@ def test_vit_tiny_parameters_are_d2ls_count(registry: Registry) -> None:
 
 
 def test_hybrid_vit_uses_zoo_convnets_residual_stem(registry: Registry) -> None:
-    import zoo_convnets
-
     model = zoo.build("hybrid_vit_tiny").eval()
-    assert type(model.patch_embedding[0]) is zoo_convnets.Residual
+    stem = model.patch_embedding[0]  # zoo-convnets' declared Residual, with its 1x1 shortcut
+    assert sorted(dict(stem.named_children())) == ["bn1", "bn2", "conv1", "conv2", "conv3"]
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert model.pos_embedding.pos_embedding.shape == (1, 65, 64)  # 32 -> 16 (stem) -> 8 (2x2 patches)
     layers = zoo.spec("hybrid_vit_tiny").declaration["layers"]["patch_embedding"]["layers"]

@@ -140,13 +140,6 @@ class ViTBlock(nn.Module):
         return X + self.mlp(self.ln2(X))  # (B, T, C)
 
 
-class PatchTokens(nn.Module):
-    """A feature map as a sequence of tokens, one per pixel: what follows a conv patch embedding."""
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return X.flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, H * W, C)
-
-
 class ClassToken(nn.Module):
     """Prepends one learned token (d2l's `cls_token`, zeros at first) whose final state classifies the image."""
 
@@ -220,7 +213,6 @@ BLOCKS = (
     TransformerEncoderBlock,
     ViTMLP,
     ViTBlock,
-    PatchTokens,
     ClassToken,
     LearnedPositions,
     LazyLearnedPositions,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 import zoo_convnets
 from torch import nn
-from zoo_convnets import Residual, nin_block, resnet_block, vgg_block
+from zoo_convnets import vgg_block
 
 import zoo
 from zoo import check
@@ -141,7 +141,9 @@ def test_the_plugin_provides_its_blocks_and_models_with_provenance(registry: Reg
         providers = registry.providers(name)
         assert [normalize_dist(p.origin.dist) for p in providers] == ["zoo-convnets"], name
         assert providers[0].origin.version == "0.1.0"
-    assert registry.resolve("Residual").factory is Residual
+    assert registry.resolve("vgg_block").factory is vgg_block
+    for declared in ("nin_block", "Residual", "resnet_block"):  # in TOML alone: dataflow, `when`, `repeat`
+        assert registry.resolve(declared).entry is not None, declared
     toml = Path(zoo_convnets.__file__).with_name("registry.toml")
     line = toml.read_text().splitlines().index("[resnet18]") + 1
     assert zoo.spec("resnet18").source == f"{toml}:{line}"
@@ -210,33 +212,37 @@ def test_vgg_block_halves_the_map_and_sets_the_channels() -> None:
     assert block(torch.zeros(1, 3, 8, 10)).shape == (1, 16, 4, 5)
 
 
-def test_nin_block_keeps_the_channels_through_its_1x1_convolutions() -> None:
-    block = nin_block(8, kernel_size=3, strides=1, padding=1)
+def test_nin_block_keeps_the_channels_through_its_1x1_convolutions(registry: Registry) -> None:
+    block = zoo.build("nin_block", out_channels=8, kernel_size=3, strides=1, padding=1, input_shape=(2, 3, 6, 6))
     assert block(torch.zeros(2, 3, 6, 6)).shape == (2, 8, 6, 6)
     assert [m.kernel_size for m in block if isinstance(m, nn.Conv2d)] == [(3, 3), (1, 1), (1, 1)]
+    assert list(block.state_dict()) == [f"{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")]  # d2l's keys
 
 
-def test_residual_keeps_or_halves_the_shape_as_in_d2l() -> None:
+def test_residual_keeps_or_halves_the_shape_as_in_d2l(registry: Registry) -> None:
     X = torch.randn(4, 3, 6, 6)
-    same = Residual(3)
-    assert same(X).shape == (4, 3, 6, 6) and same.conv3 is None
-    assert Residual(6, use_1x1conv=True, strides=2)(X).shape == (4, 6, 3, 3)
+    same = zoo.build("Residual", num_channels=3, input_shape=X.shape)
+    assert same(X).shape == (4, 3, 6, 6) and not hasattr(same, "conv3")  # d2l's conv3 is None: no keys
+    halving = zoo.build("Residual", num_channels=6, use_1x1conv=True, strides=2, input_shape=X.shape)
+    assert halving(X).shape == (4, 6, 3, 3) and halving.conv3.stride == (2, 2)
 
 
-def test_residual_adds_its_input() -> None:
-    block = Residual(3)
-    block(torch.zeros(1, 3, 4, 4))
+def test_residual_adds_its_input(registry: Registry) -> None:
+    block = zoo.build("Residual", num_channels=3, input_shape=(1, 3, 4, 4))
     for conv in (block.conv1, block.conv2):
         nn.init.zeros_(conv.weight), nn.init.zeros_(conv.bias)
-    for bn in (block.bn1, block.bn2):
-        bn.reset_running_stats()  # the shape pass above ran in training mode
     X = torch.rand(1, 3, 4, 4)  # non-negative: ReLU(0 + X) is X
     block.eval()
     torch.testing.assert_close(block(X), X)
+    with torch.no_grad():
+        block.conv2.bias.fill_(1.0)  # the branch now adds something: the output is no longer X
+    assert not torch.allclose(block(X), X)
 
 
-def test_resnet_block_downsamples_unless_it_is_the_first() -> None:
+def test_resnet_block_downsamples_unless_it_is_the_first(registry: Registry) -> None:
     X = torch.randn(2, 8, 8, 8)
-    assert resnet_block(16, 2)(X).shape == (2, 16, 4, 4)
-    first = resnet_block(8, 2, first_block=True)
-    assert first(X).shape == (2, 8, 8, 8) and all(r.conv3 is None for r in first)
+    assert zoo.build("resnet_block", num_channels=16, num_residuals=2, input_shape=X.shape)(X).shape == (2, 16, 4, 4)
+    first = zoo.build("resnet_block", num_channels=8, num_residuals=2, first_block=True, input_shape=X.shape)
+    assert first(X).shape == (2, 8, 8, 8) and not any(hasattr(r, "conv3") for r in first)
+    three = zoo.build("resnet_block", num_channels=16, num_residuals=3, input_shape=X.shape)
+    assert [hasattr(r, "conv3") for r in three] == [True, False, False]  # only the first halves

@@ -1,6 +1,8 @@
 """zoo-convnets: d2l's convolutional blocks and the classic models built from them, as a zoo plugin.
 
 Installed, it needs no import: `zoo.build("resnet18")` finds it through the `zoo` entry point.
+Everything but `vgg_block` is declared in registry.toml (the residual block and the ResNet stage
+as dataflow and repetition); `zoo.build("Residual", num_channels=64)` builds one.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import zoo
-from zoo_convnets.blocks import BLOCKS, Residual, nin_block, resnet_block, vgg_block
+from zoo_convnets.blocks import BLOCKS, vgg_block
 
 __version__ = "0.1.0"
-__all__ = ["Residual", "nin_block", "resnet_block", "vgg_block", "zoo_blocks", "zoo_registries"]
+__all__ = ["vgg_block", "zoo_blocks", "zoo_registries"]
 
 
 @zoo.hookimpl
