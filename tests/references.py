@@ -2,8 +2,8 @@
 
 torchvision 0.28.0's compiled ops do not load against the CPU torch 2.13.0, but its model files
 are plain Python. `make setup` downloads the wheel (`pip download`, never installed) and unpacks
-it under .venv/wheels; `torchvision_models()` imports resnet.py, googlenet.py, densenet.py and
-vgg.py from there under a private package name, without running torchvision/__init__.py (which
+it under .venv/wheels; `torchvision_models()` imports alexnet.py, resnet.py, googlenet.py,
+densenet.py and vgg.py from there under a private package name, without running torchvision/__init__.py (which
 loads the compiled ops). Only what fails to load is stubbed: `utils` (it imports PIL for drawing)
 and `transforms` (PIL again), of which the model files use a no-op usage logger and the
 preprocessing presets named in their pretrained-weights metadata. Everything the models are made
@@ -66,10 +66,10 @@ class _ImageClassificationPreset:
 
 @cache
 def torchvision_models() -> types.SimpleNamespace:
-    """torchvision 0.28.0's resnet, googlenet, densenet and vgg modules, imported by path from the wheel.
+    """torchvision 0.28.0's alexnet, resnet, googlenet, densenet and vgg modules, imported by path from the wheel.
 
     Returns:
-        A namespace with the modules `resnet`, `googlenet`, `densenet` and `vgg`.
+        A namespace with the modules `alexnet`, `resnet`, `googlenet`, `densenet` and `vgg`.
 
     Raises:
         ReferenceMissing: the unpacked wheel is not there.
@@ -84,8 +84,14 @@ def torchvision_models() -> types.SimpleNamespace:
     presets = types.ModuleType(f"{_PACKAGE}.transforms._presets")
     presets.ImageClassification = _ImageClassificationPreset  # type: ignore[attr-defined]
     sys.modules[presets.__name__] = presets
-    names = ("resnet", "googlenet", "densenet", "vgg")
+    names = ("alexnet", "resnet", "googlenet", "densenet", "vgg")
     return types.SimpleNamespace(**{n: importlib.import_module(f"{_PACKAGE}.models.{n}") for n in names})
+
+
+def tv_alexnet() -> nn.Module:
+    """torchvision.models.alexnet(), random weights."""
+    model: nn.Module = torchvision_models().alexnet.alexnet()
+    return model
 
 
 def tv_resnet18() -> nn.Module:
@@ -117,6 +123,7 @@ def tv_vgg11() -> nn.Module:
 
 
 TORCHVISION = {
+    "tv_alexnet": tv_alexnet,
     "tv_resnet18": tv_resnet18,
     "tv_googlenet": tv_googlenet,
     "tv_densenet121": tv_densenet121,

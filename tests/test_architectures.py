@@ -21,6 +21,7 @@ from tests import references
 
 # name -> (reference constructor, published parameter count, a small input for the output check)
 TORCHVISION: dict[str, tuple[Callable[[], nn.Module], int, tuple[int, ...]]] = {
+    "tv_alexnet": (references.tv_alexnet, 61_100_840, (1, 3, 64, 64)),
     "tv_resnet18": (references.tv_resnet18, 11_689_512, (2, 3, 64, 64)),
     "tv_googlenet": (references.tv_googlenet, 6_624_904, (2, 3, 64, 64)),
     "tv_densenet121": (references.tv_densenet121, 7_978_856, (2, 3, 64, 64)),
@@ -104,9 +105,10 @@ def test_torchvisions_state_dict_loads_strictly_and_gives_its_outputs(
 ) -> None:
     reference = torchvision_reference(name)
     randomise_constants(reference)
-    # VGG-11's 133M parameters are built once, by the reference; zoo's model takes them over (assign)
-    ours = on_meta(lambda: zoo.build(name)) if name == "tv_vgg11" else zoo.build(name)
-    ours.load_state_dict(reference.state_dict(), strict=True, assign=name == "tv_vgg11")
+    # AlexNet's 61M and VGG-11's 133M parameters are built once, by the reference; zoo's model takes them over
+    large = name in ("tv_alexnet", "tv_vgg11")
+    ours = on_meta(lambda: zoo.build(name)) if large else zoo.build(name)
+    ours.load_state_dict(reference.state_dict(), strict=True, assign=large)
     ours.eval()
     X = torch.randn(TORCHVISION[name][2], generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -205,6 +207,24 @@ def test_gpt2_initialisation_is_transformers() -> None:
     ours = zoo.build("hf_gpt2", **config)
     assert_same_initialisation(ours, theirs)
     assert ours.transformer.h[0].attn.c_proj.weight.std().item() == pytest.approx(0.02 / 8**0.5, rel=0.15)
+
+
+# --- torch's transformer encoder layer -----------------------------------------------------------
+
+
+def test_encoder_layer_is_torchs_transformer_encoder_layer() -> None:
+    torch.manual_seed(10)
+    theirs = nn.TransformerEncoderLayer(64, 4, 128, batch_first=True)
+    torch.manual_seed(11)
+    ours = zoo.build("torch_encoder_layer", d_model=64, nhead=4, dim_feedforward=128)
+    assert list(shapes(ours)) == list(shapes(theirs))
+    assert_same_initialisation(ours, theirs)
+    randomise_constants(theirs)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    ours.eval(), theirs.eval()
+    X = torch.randn(2, 9, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(X), theirs(X), atol=1e-4, rtol=1e-4)
 
 
 # --- U-Net ---------------------------------------------------------------------------------------
