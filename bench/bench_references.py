@@ -37,7 +37,7 @@ def main() -> None:
     # (name, reference constructor, zoo overrides, forward input)
     cases: list[tuple[str, Callable[[], nn.Module], dict[str, int], torch.Tensor]] = [
         ("tv_resnet18", references.tv_resnet18, {}, torch.randn(8, 3, 112, 112)),
-        ("hf_gpt2", references.hf_gpt2, {}, torch.randint(0, 50257, (4, 64))),
+        ("hf_gpt2", references.hf_gpt2, {}, torch.randint(0, 50257, (2, 32))),
     ]
     rows = []
     for name, make_reference, overrides, X in cases:
