@@ -152,8 +152,10 @@ def test_hybrid_vit_uses_zoo_convnets_residual_stem(registry: Registry) -> None:
     assert sorted(dict(stem.named_children())) == ["bn1", "bn2", "conv1", "conv2", "conv3"]
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert model.pos_embedding.pos_embedding.shape == (1, 65, 64)  # 32 -> 16 (stem) -> 8 (2x2 patches)
-    layers = zoo.spec("hybrid_vit_tiny").declaration["layers"]["patch_embedding"]["layers"]
-    assert [layer["type"] for layer in layers] == ["zoo-convnets:Residual", "LazyConv2d", "zoo-attention:PatchTokens"]
+    residual, conv, tokens = zoo.spec("hybrid_vit_tiny").declaration["layers"]["patch_embedding"]["layers"]
+    assert list(residual["layers"]) == ["conv1", "bn1", "relu1", "conv2", "bn2", "conv3", "add", "relu2"]  # inlined
+    assert conv["type"] == "LazyConv2d"
+    assert [node["op"] for node in tokens["layers"].values()] == ["flatten", "transpose"]  # PatchTokens, inlined
 
 
 def test_overrides_reach_every_block(registry: Registry) -> None:
