@@ -218,6 +218,15 @@ def test_gpt2_initialisation_is_transformers() -> None:
     assert ours.transformer.h[0].attn.c_proj.weight.std().item() == pytest.approx(0.02 / 8**0.5, rel=0.15)
 
 
+def test_gpt2_heads_not_dividing_the_width_are_blamed_on_the_attention(capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo import cli
+
+    wrong = ["--set", "n_embd=30", "--set", "n_head=4", "--set", "n_layer=1", "--set", "vocab_size=50"]
+    assert cli.main(["build", "hf_gpt2", *wrong]) == 2  # a bad input, not a traceback
+    err = capsys.readouterr().err
+    assert "`transformer.h.0.attn` (hf_gpt2_attention) raised RuntimeError: unflatten" in err
+
+
 # --- torch's transformer encoder layer -----------------------------------------------------------
 
 
