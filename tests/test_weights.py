@@ -146,7 +146,7 @@ def _round_trip(names: list[str], tmp: Path) -> dict[str, tuple[nn.Module, Any, 
         x = None
         if shape is not None:
             torch.manual_seed(1)
-            x = torch.rand(shape)
+            x = builder.example_input(model.zoo_info, shape)  # floats, or token ids where the entry says so
             zoo.save_tensors(x, tmp / f"{name}.input")
         with torch.no_grad():
             ours[name] = (model, model(x) if x is not None else None)
