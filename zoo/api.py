@@ -109,6 +109,7 @@ class Spec:
     doc: str
     params: Mapping[str, Any]  # overridable arguments and their defaults
     input_shape: tuple[int, ...] | None
+    input_dtype: str | None  # "int64" when the example input is token ids
     declaration: dict[str, Any]  # entries inlined, arguments substituted
 
 
@@ -129,6 +130,7 @@ def spec(name: str, *, registry: RegistryArg = None, **overrides: Any) -> Spec:
         doc=doc,
         params=dict(entry.params) if entry else {},
         input_shape=resolution.input_shape if resolution else None,
+        input_dtype=resolution.input_dtype if resolution else None,
         declaration=declaration(resolution.root) if resolution and resolution.root else {"type": name, **overrides},
     )
 

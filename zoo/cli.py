@@ -74,7 +74,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if info.params:
         print("# overridable: " + ", ".join(f"{k} = {v!r}" for k, v in info.params.items()))
     if info.input_shape:
-        print(f"# example input: {list(info.input_shape)}")
+        ids = f" of {info.input_dtype}" if info.input_dtype else ""
+        print(f"# example input: {list(info.input_shape)}{ids}")
     print(dump_entry(info.name, info.declaration), end="")
     return 0
 
