@@ -235,6 +235,33 @@ def test_model_safetensors_opens_with_plain_safetensors_and_keys_follow_state_di
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
 
+def test_loaded_tensors_start_64_byte_aligned_as_torch_allocates_them(tmp_path: Path) -> None:
+    # Math kernels choose their code path by input address: a mapped tensor must sit where torch's
+    # allocator would put it, or a loaded model computes other bits (the fresh-process round trip).
+    model = zoo.build("chimera")
+    zoo.save(model, tmp_path / "m")
+    raw = (tmp_path / "m" / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    assert (8 + header_len) % 64 == 0  # the data buffer starts aligned in the file, so in the page-aligned map
+    header = json.loads(raw[8 : 8 + header_len])
+    starts = {k: v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+    sizes = {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+    assert all(starts[k] % 64 == 0 for k in starts if sizes[k] % 64 == 0)  # whole multiples: every one
+    assert sum(starts[k] % 64 != 0 for k in starts) <= 2  # of 11 tensors, 8 of odd sizes
+    plain = load_file(tmp_path / "m" / "model.safetensors")
+    assert all(torch.equal(plain[k], v) for k, v in model.state_dict().items())
+    loaded = zoo.load(tmp_path / "m")
+    assert all(t.data_ptr() % 64 == 0 for t in loaded.state_dict().values())
+    # A file another writer laid out (8-byte header padding, no ordering) loads aligned too.
+    save_file({"odd": torch.arange(3.0), "w": torch.rand(5, 7), "v": torch.rand(9)}, tmp_path / "plain.safetensors")
+    back = zoo.load_tensors(tmp_path / "plain.safetensors")
+    assert all(t.data_ptr() % 64 == 0 for t in back.values())
+    assert torch.equal(back["odd"], torch.arange(3.0))
+    zoo.save_tensors({"a": torch.rand(3), "b": [torch.rand(5, 3), torch.rand(7)]}, tmp_path / "t")
+    nested = zoo.load_tensors(tmp_path / "t")
+    assert all(t.data_ptr() % 64 == 0 for t in [nested["a"], *nested["b"]])
+
+
 def test_config_json_carries_declaration_provenance_and_version(tmp_path: Path) -> None:
     zoo.save(zoo.build("mlp", hidden=32), tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())

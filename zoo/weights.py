@@ -7,6 +7,7 @@ is a view of the page cache until someone writes to it (copy-on-write; the file 
 Writing streams the format (8-byte little-endian header length, JSON header, raw bytes) one
 tensor at a time, so a dtype conversion or a copy off the GPU never holds more than one
 tensor, and a progress bar can follow the bytes. `safetensors.torch.load_file` reads the result.
+The data buffer and nearly every tensor start 64-byte aligned (`_write_order`), as torch allocates.
 
 What zoo adds in the header's `__metadata__` (plain strings, ignored by other readers):
 - `zoo.aliases`: tensors that share memory (tied weights) are stored once; this maps every
@@ -45,6 +46,7 @@ PROGRESS_MIN_BYTES = 1 << 30  # smaller saves and loads finish before a bar woul
 _CHUNK = 64 << 20  # bytes per write call, so the bar moves within a large tensor
 _SHARD_NAME = "model-{:05d}-of-{:05d}.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+ALIGNMENT = 64  # bytes: torch's CPU allocator aligns every tensor so; mapped tensors must match (see tensor())
 
 _CODES: dict[torch.dtype, str] = {
     torch.float64: "F64",
@@ -125,9 +127,16 @@ class StoredTensors:
         return {key: self.info(key).shape for key in self.keys()}
 
     def tensor(self, key: str) -> torch.Tensor:
-        """The tensor stored for `key`, memory-mapped (no copy)."""
+        """The tensor stored for `key`: memory-mapped (no copy) where it starts ALIGNMENT-aligned, else copied.
+
+        Math libraries pick their kernels by the address of their inputs (MKL rounds differently
+        for unaligned ones on AVX-512 CPUs), so a mapped tensor off the alignment that torch's own
+        allocator gives would compute other bits than the model that was saved. zoo's own files
+        put almost every tensor on it (see `_write_order`); the few others are small.
+        """
         info = self.info(key)
-        return self._handles[info.file].get_tensor(info.key)  # type: ignore[no-any-return]
+        tensor: torch.Tensor = self._handles[info.file].get_tensor(info.key)
+        return tensor.clone() if tensor.data_ptr() % ALIGNMENT else tensor
 
     def part(self, key: str, index: tuple[slice, ...]) -> torch.Tensor:
         """The part `index` of the tensor stored for `key`, reading only its bytes (a rank's shard)."""
@@ -433,8 +442,8 @@ def _write(
     """One safetensors file: header, then each tensor's bytes, converted and copied to the host one at a time."""
     if sys.byteorder != "little":
         raise WeightsError("zoo writes safetensors (little-endian) on little-endian machines only")
-    # Widest dtypes first, as safetensors does: every tensor then starts aligned to its element size.
-    order = sorted(tensors, key=lambda k: -_stored_dtype(tensors[k], dtype).itemsize)
+    sizes = {key: (_stored_dtype(t, dtype).itemsize, _stored_nbytes(t, dtype)) for key, t in tensors.items()}
+    order = _write_order(sizes)
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for key in order:
@@ -446,7 +455,9 @@ def _write(
         }
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    # Trailing spaces (JSON whitespace, which every safetensors reader accepts) put the data buffer
+    # at a multiple of ALIGNMENT in the file, so mapped tensors start aligned in memory.
+    raw += b" " * (-(8 + len(raw)) % ALIGNMENT)
     f.write(struct.pack("<Q", len(raw)))
     f.write(raw)
     for key in order:
@@ -459,6 +470,33 @@ def _write(
             f.write(data[start : start + _CHUNK])
             bar.update(min(_CHUNK, nbytes - start))
         del data, host  # the ctypes view must not outlive the tensor it points into
+
+
+def _write_order(sizes: Mapping[str, tuple[int, int]]) -> list[str]:
+    """The order to write tensors in, from key → (element size, bytes), so that most start ALIGNMENT-aligned.
+
+    safetensors stores tensors back to back (no gaps), so a tensor starts aligned exactly when the
+    bytes before it add up to a multiple of ALIGNMENT. Tensors of whole multiples come first,
+    widest dtype and largest first: all of them start aligned. The rest follow by element size,
+    widest first (as safetensors orders them, so each starts aligned to its element), and within
+    each size the largest goes wherever the offset is aligned and the smallest fill in where it
+    is not: what ends up off the alignment is small, and loading copies it (StoredTensors.tensor).
+    """
+    whole = sorted((k for k, (_, n) in sizes.items() if n % ALIGNMENT == 0), key=lambda k: (-sizes[k][0], -sizes[k][1]))
+    order = list(whole)
+    offset = 0
+    for itemsize in sorted({size for size, n in sizes.values() if n % ALIGNMENT}, reverse=True):
+        left = sorted((k for k, (s, n) in sizes.items() if s == itemsize and n % ALIGNMENT), key=lambda k: sizes[k][1])
+        while left:
+            if offset % ALIGNMENT == 0:
+                key = left.pop()  # the largest, aligned
+            else:  # the smallest that brings the offset back to alignment, else the smallest
+                closing = [k for k in left if (offset + sizes[k][1]) % ALIGNMENT == 0]
+                key = closing[0] if closing else left[0]
+                left.remove(key)
+            order.append(key)
+            offset += sizes[key][1]
+    return order
 
 
 def _progress(total: int, desc: str) -> Any:
