@@ -145,6 +145,32 @@ def test_build_places_lazy_tensors_with_device_and_dtype() -> None:
 # --- 2. same seed, same parameters as torch's first forward ------------------------------------
 
 
+@pytest.mark.parametrize("name", [n for n in zoo.names() if zoo.builder.entry_of(n) is not None])
+def test_every_entry_builds_on_the_meta_device(name: str) -> None:
+    # The way to size a model (or load weights into it: zoo.load_weights assigns) without memory.
+    try:
+        model = zoo.build(name, device="meta")
+    except (zoo.UnknownNameError, zoo.ArgumentError) as err:  # an entry that needs arguments or a missing block
+        pytest.skip(f"'{name}' does not build here: {err}")
+    assert all(t.is_meta for t in model.state_dict(keep_vars=True).values())
+    if model.zoo_info.input_shape is not None:
+        assert not lazy.is_lazy(model)  # lazy convs included (resnet18): shapes from the declared input
+        real = zoo.build(name)
+        assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
+
+
+def test_a_lazy_model_placed_on_meta_stays_lazy_and_materialises_there() -> None:
+    model = zoo.build("lazy_mlp", device="meta")
+    assert isinstance(model[0].weight, UninitializedParameter) and model[0].weight.device.type == "meta"
+    zoo.materialize(model, input_shape=(2, 20))
+    assert model[0].weight.shape == (256, 20) and model[0].weight.is_meta
+    tied = zoo.build("LazyLinear", out_features=4)
+    tied.register_parameter("alias", tied.weight)
+    lazy.place(tied, torch.device("meta"), torch.float64)
+    assert tied.alias is tied.weight and isinstance(tied.weight, UninitializedParameter)
+    assert tied.weight.dtype == torch.float64
+
+
 @pytest.mark.parametrize("name, shape", [("lazy_mlp", (2, 20)), ("lazy_my_linear_mlp", (2, 5)), ("tied_mlp", (2, 20))])
 def test_same_parameters_as_torchs_first_forward(name: str, shape: tuple[int, ...]) -> None:
     by_torch = _by_torch(lambda: zoo.build(name), torch.zeros(shape), seed=3)

@@ -89,7 +89,7 @@ def build(
         # Placed first, then materialised: lazy tensors are allocated once, on the target device.
         lazy.materialize(model, input_shape=shape, device=target, dtype=dtype)
     elif target is not None or dtype is not None:
-        model.to(device=target, dtype=dtype)
+        lazy.place(model, target, dtype)  # not model.to: on meta that would turn lazy parameters into empty ones
     return model
 
 

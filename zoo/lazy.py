@@ -161,13 +161,38 @@ def _model_float_dtype(model: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def _place(model: nn.Module, device: torch.device | None, dtype: torch.dtype | None) -> None:
+def place(model: nn.Module, device: torch.device | None, dtype: torch.dtype | None) -> None:
+    """model.to(device, dtype), keeping lazy layers lazy (on meta too)."""
     if device is None and dtype is None:
         return
+    pending = _uninitialized_places(model)
     try:
         model.to(device=device, dtype=dtype)
     except torch.OutOfMemoryError as err:
         raise DeviceError(f"{_label(model)} does not fit on {device}: {err}") from err
+    # Module.to keeps an uninitialised tensor's class only where the new tensor can share its
+    # implementation (CPU → CUDA); on meta it became a plain empty tensor, whose shape a lazy layer
+    # then refuses. Give every one back as uninitialised, on its new device and dtype, ties kept.
+    fresh: dict[int, torch.Tensor] = {}
+    for (container, name), old in pending:
+        if id(old) not in fresh:
+            fresh[id(old)] = type(old)(
+                requires_grad=old.requires_grad,
+                device=device if device is not None else old.device,
+                dtype=dtype if dtype is not None and old.is_floating_point() else old.dtype,
+            )
+        container[name] = fresh[id(old)]
+
+
+def _uninitialized_places(model: nn.Module) -> list[tuple[tuple[dict[str, Any], str], torch.Tensor]]:
+    """(container, name) and tensor of every uninitialised parameter and buffer, shared ones at each place."""
+    places = []
+    for module in model.modules():
+        for container in (module._parameters, module._buffers):
+            for name, tensor in container.items():
+                if isinstance(tensor, (UninitializedParameter, UninitializedBuffer)):
+                    places.append(((container, name), tensor))
+    return places
 
 
 # --- inputs of a shape pass ------------------------------------------------------------------
@@ -441,10 +466,10 @@ def materialize(
     if not is_lazy(model):
         if example_inputs and input_shape is not None:
             raise ArgumentError("pass example inputs or input_shape, not both")
-        _place(model, target, dtype)
+        place(model, target, dtype)
         return model
     probe = _probe(model, example_inputs, input_shape)
-    _place(model, target, dtype)
+    place(model, target, dtype)
     watch, notice = _watched_pass(
         model, probe, device=_model_device(model), dtype=_model_float_dtype(model), fallback="shared", batch=TINY_BATCH
     )
@@ -682,7 +707,7 @@ def materialize_from_shapes(
         layer = model.get_submodule(first)
         attrs = _attrs_for(model, first, layer, local) if isinstance(layer, LazyModuleMixin) else {}
         plans.append(_Plan(layer, local, attrs))
-    _place(model, target, dtype)
+    place(model, target, dtype)
     with torch.no_grad():
         for plan in plans:
             _apply(plan)
