@@ -173,10 +173,10 @@ def place(model: nn.Module, device: torch.device | None, dtype: torch.dtype | No
     # Module.to keeps an uninitialised tensor's class only where the new tensor can share its
     # implementation (CPU → CUDA); on meta it became a plain empty tensor, whose shape a lazy layer
     # then refuses. Give every one back as uninitialised, on its new device and dtype, ties kept.
-    fresh: dict[int, torch.Tensor] = {}
+    fresh: dict[int, Any] = {}
     for (container, name), old in pending:
         if id(old) not in fresh:
-            fresh[id(old)] = type(old)(
+            fresh[id(old)] = cast(Any, type(old))(
                 requires_grad=old.requires_grad,
                 device=device if device is not None else old.device,
                 dtype=dtype if dtype is not None and old.is_floating_point() else old.dtype,
@@ -186,7 +186,7 @@ def place(model: nn.Module, device: torch.device | None, dtype: torch.dtype | No
 
 def _uninitialized_places(model: nn.Module) -> list[tuple[tuple[dict[str, Any], str], torch.Tensor]]:
     """(container, name) and tensor of every uninitialised parameter and buffer, shared ones at each place."""
-    places = []
+    places: list[tuple[tuple[dict[str, Any], str], torch.Tensor]] = []
     for module in model.modules():
         for container in (module._parameters, module._buffers):
             for name, tensor in container.items():
