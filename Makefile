@@ -35,13 +35,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/pip install -q -e ".[lint]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[lint]"
 	$(BIN)/ruff check zoo tests bench plugins
 	$(BIN)/ruff format --check zoo tests bench plugins
 	$(BIN)/mypy zoo
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python bench/run.py
 
 clean:
