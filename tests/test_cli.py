@@ -106,7 +106,20 @@ def _commands() -> list[str]:
 
 def test_every_command_is_covered_here() -> None:
     assert _commands() == sorted(
-        ["build", "check", "devices", "inspect", "list", "load", "plugins", "pull", "push", "save", "show"]
+        [
+            "build",
+            "check",
+            "devices",
+            "inspect",
+            "list",
+            "load",
+            "load-weights",
+            "plugins",
+            "pull",
+            "push",
+            "save",
+            "show",
+        ]
     )
 
 

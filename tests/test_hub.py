@@ -405,8 +405,8 @@ def test_size_limits_are_checked_before_parsing(
     with pytest.raises(HubError, match=r"config\.json is \d[\d,]* bytes, over zoo's limit of 64"):
         pull(server, cache, revision="main")
     assert downloads(server) == []  # refused from the listing: not even downloaded
-    with pytest.raises(HubError, match=r"model\.safetensors\.index\.json is \d[\d,]* bytes, over zoo's limit of 64"):
-        pull(server, cache, local_files_only=True)
+    with pytest.raises(HubError, match=r"config\.json is \d[\d,]* bytes, over zoo's limit of 64"):
+        pull(server, cache, local_files_only=True)  # from the cache: checked before it is parsed
 
     # A safetensors header that claims 1 TiB: refused by the reader, nothing allocated.
     hostile = struct.pack("<Q", 2**40) + b"{}"

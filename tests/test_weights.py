@@ -540,7 +540,7 @@ def test_an_integer_file_tensor_does_not_load_into_a_float_one(tmp_path: Path) -
 
 def test_a_misspelt_key_gets_a_suggestion(tmp_path: Path) -> None:
     save_file({"wieght": torch.ones(2, 2), "bias": torch.zeros(2)}, tmp_path / "w.safetensors")
-    with pytest.raises(WeightsError, match="Did you mean 'weight'"):
+    with pytest.raises(WeightsError, match="nearest names, file → model .*: 'wieght' → 'weight'"):
         zoo.load_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")
 
 

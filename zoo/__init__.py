@@ -28,15 +28,16 @@ from zoo.errors import (
     WeightsError,
     ZooError,
 )
-from zoo.folder import load, save
+from zoo.folder import save
 from zoo.hookspecs import hookimpl
 from zoo.lazy import MetaFallbackWarning, materialize
 from zoo.metrics import Accumulator
 from zoo.placement import Plan, dispatch, plan
 from zoo.plugins import ZooPluginWarning
 from zoo.plugins import isolated as isolated_registry
+from zoo.sources import load, load_weights
 from zoo.summary import summary
-from zoo.weights import load_tensors, load_weights, save_tensors
+from zoo.weights import load_tensors, save_tensors
 
 if TYPE_CHECKING:
     from zoo.hub import pull, push

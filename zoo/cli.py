@@ -218,6 +218,32 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load_weights(args: argparse.Namespace) -> int:
+    import zoo
+
+    model = zoo.build(args.name, registry=_registry(args), **dict(args.set))
+    rename = {"strip_prefix": args.strip_prefix, "add_prefix": args.add_prefix, "rename": args.rename}
+    report = zoo.load_weights(
+        model, args.source, strict=not args.non_strict, rename=rename if any(rename.values()) else None,
+        revision=args.revision, cache_dir=args.cache_dir, local_files_only=args.offline, endpoint=args.endpoint,
+    )  # fmt: skip
+    print(f"loaded {args.source} into '{args.name}'")
+    if report.tied:
+        print("through ties in the model: " + ", ".join(f"{k} (tied to {v})" for k, v in report.tied.items()))
+    if report:
+        print("did not fit (not loaded):\n" + report.describe())
+    info = zoo.builder.build_info(model)
+    print(zoo.summary(model, input_shape=info.input_shape if info else None))
+    return 0
+
+
+def _rename_rule(text: str) -> list[str]:
+    pattern, sep, replacement = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected REGEX=REPLACEMENT, got '{text}'")
+    return [pattern, replacement]
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -356,6 +382,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--device", help="cpu (default), cuda:0, auto")
     p.add_argument("--dtype", type=_dtype, help="convert floating-point tensors to float16, bfloat16, …")
+    with_registry(p)
+
+    p = command(
+        "load-weights",
+        cmd_load_weights,
+        "Build NAME and load safetensors weights into it from a file, a folder or hf://org/name[@rev] (any writer).",
+    )
+    p.add_argument("name")
+    p.add_argument("source", metavar="SOURCE", help="a .safetensors file, a folder, or hf://org/name[@revision]")
+    p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE")
+    p.add_argument("--non-strict", action="store_true", help="load what fits and list the rest, instead of failing")
+    p.add_argument("--strip-prefix", default="", help="remove this prefix from the file's keys (e.g. 'module.')")
+    p.add_argument("--add-prefix", default="", help="put this prefix before the file's keys")
+    p.add_argument("--rename", action="append", type=_rename_rule, default=[], metavar="REGEX=REPLACEMENT",
+                   help="rename the file's keys with re.sub, in order (repeatable)")  # fmt: skip
+    p.add_argument("--revision", help="for hf:// sources: a branch, tag or full commit id")
+    p.add_argument("--cache-dir", help="for hf:// sources; default: HF_HUB_CACHE")
+    p.add_argument("--offline", action="store_true", help="for hf:// sources: the cache only, no request")
+    p.add_argument("--endpoint", help="for hf:// sources: a Hub-compatible server; default HF_ENDPOINT")
     with_registry(p)
 
     p = command("inspect", cmd_inspect, "Show the keys, dtypes, shapes and metadata of a safetensors file or folder.")

@@ -286,8 +286,9 @@ def load(
     shard: ShardPolicy = None,
     mmap: bool = True,
 ) -> nn.Module:
-    """Rebuild the model saved in the folder `path` from its config.json and load its weights; in eval mode.
+    """Rebuild the model saved in the local folder `path` from its config.json and load its weights; in eval mode.
 
+    zoo.load (zoo.sources) is the public form, which also takes Hub addresses.
     The model is built on the meta device and given the memory-mapped tensors (no random
     initialisation, no copy); dtype and device conversions go tensor by tensor. Shared
     weights come back shared.
@@ -298,8 +299,7 @@ def load(
     Pass mmap=False where another program may rewrite the files in place.
 
     Args:
-        path: the folder; or a Hub repo, "hf://org/name" or "hf://org/name@revision", which
-            zoo.pull fetches (settings from HF_ENDPOINT, HF_HUB_CACHE, HF_HUB_OFFLINE).
+        path: the folder.
         device: where the tensors go ("cpu" by default, "cuda:0", "auto"). A checkpoint saved on
             a GPU this machine lacks loads onto the CPU, with one line on the "zoo" logger.
         device_map: spread the model over devices instead: "auto", "balanced" or {module path:
@@ -320,8 +320,9 @@ def load(
             own memory, and nothing done to the files afterwards reaches the model.
 
     Raises:
-        WeightsError: no such folder, no zoo save in it, no config.json (weights only: use
-            zoo.load_weights), a corrupt or unsafe file, or weights that do not fit the declaration.
+        WeightsError: no such folder, no zoo save in it, a foreign config.json or none (weights
+            only: the message shows the zoo.load_weights line), a corrupt or unsafe file, or
+            weights that do not fit the declaration.
         UnknownNameError: a block the declaration needs is not installed (the message names
             the distribution and version that provided it).
         DeviceError: `device` is not on this machine.
@@ -334,19 +335,6 @@ def load(
                 f"load {path}: mesh= places the shards itself; it takes no device=, device_map= or strict=False"
             )
         return distributed.load(path, mesh=mesh, shard_policy=shard, dtype=dtype, registry=registry)
-    if isinstance(path, str) and path.startswith("hf://"):  # before Path(), which would fold the "//"
-        from zoo import hub  # only Hub loads pay for importing huggingface_hub
-
-        return hub.pull(
-            path,
-            device=device,
-            device_map=device_map,
-            max_memory=max_memory,
-            dtype=dtype,
-            strict=strict,
-            registry=registry,
-            mmap=mmap,
-        )
     if device is not None and device_map is not None:
         raise DeviceError(f"load {path}: pass device= or device_map=, not both.")
     folder = Path(path)
@@ -404,7 +392,7 @@ def _load_once(
     if config is None:
         raise WeightsError(
             f"{folder} holds weights only (no {CONFIG_FILE}: the model was not built by zoo). "
-            f"Build the model in code and call zoo.load_weights(model, '{folder}')."
+            + load_weights_hint(str(folder))
         )
     reg = builder.registry_for(registry)
     _require_blocks(config, reg, folder / CONFIG_FILE)
@@ -483,8 +471,11 @@ def _load_slow(
     return model
 
 
-def read_config(folder: str | Path) -> SavedConfig | None:
+def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig | None:
     """The folder's config.json, checked; None when there is none (a weights-only save).
+
+    `shown_as` is how to name the source in a message that says to load the weights with
+    zoo.load_weights (a Hub address for a repo's snapshot); default the folder.
 
     Raises:
         WeightsError: no such folder, or a config.json that is not what zoo.save writes.
@@ -503,7 +494,9 @@ def read_config(folder: str | Path) -> SavedConfig | None:
         return None
     data = jsonio.read(file)  # bounded: a hostile folder cannot hang or exhaust this process
     if not isinstance(data, dict) or "declaration" not in data:
-        raise WeightsError(f"{file} is not a zoo config (no `declaration`); was the folder written by zoo.save?")
+        raise WeightsError(
+            f"{file} is not a zoo config (no `declaration`). {foreign_config_hint(data, shown_as or str(folder))}"
+        )
     version = data.get("zoo_format")
     if not isinstance(version, int) or version > CONFIG_FORMAT:
         raise WeightsError(
@@ -542,6 +535,27 @@ def read_config(folder: str | Path) -> SavedConfig | None:
         save_id if isinstance(save_id, str) else None,
         saved_on if isinstance(saved_on, str) else None,
         example,
+    )
+
+
+def foreign_config_hint(data: Any, source: str) -> str:
+    """What to do with a config.json another library wrote (transformers': model_type, architectures)."""
+    said = ""
+    if isinstance(data, dict):
+        facts = [f"{key} {data[key]!r}" for key in ("model_type", "architectures") if key in data]
+        said = (
+            f"It was written by another library ({', '.join(facts)}): "
+            if facts
+            else "It was written by another library: "
+        )
+    return said + load_weights_hint(source)
+
+
+def load_weights_hint(source: str) -> str:
+    """How to use weights without a zoo declaration: build the architecture with zoo, load the weights into it."""
+    return (
+        f"zoo cannot tell which model to build from it. Build the architecture with zoo (an entry declared "
+        f'for it) and load the weights into that: zoo.load_weights(zoo.build("NAME"), "{source}")'
     )
 
 

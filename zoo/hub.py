@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
@@ -94,6 +94,7 @@ class Snapshot:
     commit: str
     folder: Path  # the cache's snapshot folder: config.json and the weights
     files: tuple[str, ...]  # what zoo needs, relative to `folder`
+    endpoint: str  # the server it came from
 
 
 # ----------------------------------------------------------------------------------- push
@@ -298,7 +299,7 @@ def pull(
         registry=registry,
         mmap=mmap,
     )
-    model.__dict__["zoo_source"] = HubSource(snapshot.repo_id, snapshot.revision, snapshot.commit, _endpoint(endpoint))
+    model.__dict__["zoo_source"] = HubSource(snapshot.repo_id, snapshot.revision, snapshot.commit, snapshot.endpoint)
     return model
 
 
@@ -310,26 +311,42 @@ def fetch(
     local_files_only: bool = False,
     token: str | None = None,
     endpoint: str | None = None,
+    weights_only: bool = False,
 ) -> Snapshot:
     """Make sure config.json and the weights of `repo_id` at `revision` are in the cache.
 
     Online, one request lists the repo at `revision`; then config.json is fetched under the
-    revision's name (so the cache maps the name to the commit for later offline use) and the
-    weights under the commit id. A full commit id already cached sends no request.
+    revision's name (so the cache maps the name to the commit for later offline use) and
+    checked to be a zoo config before any weights are fetched, under the commit id.
+    With `weights_only` (zoo.load_weights), the weights alone: model.safetensors, or the index
+    and its shards; the first of them is fetched under the revision's name instead.
+    A full commit id already cached sends no request.
     Takes the same arguments as `pull`; returns the cached Snapshot.
+
+    Raises:
+        HubError: as for pull; and, unless `weights_only`, a repo that is not a zoo model (no
+            config.json, or another library's), before any weights are downloaded.
     """
     repo_id, revision = _split_revision(repo_id, revision)
     offline = local_files_only or huggingface_hub.is_offline_mode()
     if offline or _COMMIT.match(revision):
-        cached = _from_cache(repo_id, revision, cache_dir, strict=offline)
+        cached = _from_cache(repo_id, revision, cache_dir, _endpoint(endpoint), offline, weights_only)
         if cached is not None:
             return cached
     api = HfApi(endpoint=endpoint, token=token)
     with _hub_errors(f"pull {repo_id}@{revision}", repo_id, revision, api.endpoint, api):
-        return _fetch_online(api, repo_id, revision, cache_dir, token)
+        return _fetch_online(api, repo_id, revision, cache_dir, token, weights_only)
 
 
-def _fetch_online(api: HfApi, repo_id: str, revision: str, cache_dir: str | Path | None, token: str | None) -> Snapshot:
+def address(repo_id: str, revision: str | None) -> str:
+    """The address zoo.load and zoo.load_weights take: hf://org/name, with @revision unless it is main."""
+    at = f"@{revision}" if revision and revision != constants.DEFAULT_REVISION else ""
+    return f"{URI_SCHEME}{repo_id}{at}"
+
+
+def _fetch_online(
+    api: HfApi, repo_id: str, revision: str, cache_dir: str | Path | None, token: str | None, weights_only: bool
+) -> Snapshot:
     where = f"{repo_id}@{revision}"
 
     def download(filename: str, rev: str) -> Path:
@@ -341,30 +358,42 @@ def _fetch_online(api: HfApi, repo_id: str, revision: str, cache_dir: str | Path
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
         commit = str(info.sha)
         sizes = {s.rfilename: s.size for s in info.siblings or ()}
-        _check_listing(sizes, where)
+        _check_listing(sizes, where, address(repo_id, revision), weights_only)
         # zoo.load's order (and transformers'): a single file wins over an index.
         weights_or_index = SINGLE_FILE if SINGLE_FILE in sizes else INDEX_FILE
-        # config.json under the revision's name, so that the cache records name → commit for offline use.
-        config, first = _parallel(
-            [partial(download, CONFIG_FILE, revision), partial(download, weights_or_index, commit)]
-        )
-        if config.parent.name == commit:
+        # The first file under the revision's name, so that the cache records name → commit for offline use.
+        first = download(weights_or_index if weights_only else CONFIG_FILE, revision)
+        if first.parent.name == commit:
             break
     else:
         raise HubError(f"{where} moved to a new commit three times while zoo was fetching it; try again.")
-    _check_size(config, f"{where}: {CONFIG_FILE}")  # the listing's sizes are the server's word, not the file's
+    files: tuple[str, ...] = ()
+    if not weights_only:  # a foreign config.json is refused here, before any weights are downloaded
+        _check_size(first, f"{where}: {CONFIG_FILE}")  # the listing's sizes are the server's word, not the file's
+        _check_config(first.parent, repo_id, revision)
+        files = (CONFIG_FILE,)
+        first = download(weights_or_index, commit)
+    done = Snapshot(repo_id, revision, commit, first.parent, (*files, weights_or_index), api.endpoint.rstrip("/"))
     if weights_or_index == SINGLE_FILE:
-        return Snapshot(repo_id, revision, commit, config.parent, (CONFIG_FILE, SINGLE_FILE))
+        return done
     shards = _shards_in_index(first, f"{where}: {INDEX_FILE}")
     missing = [s for s in shards if s not in sizes]
     if missing:
         raise HubError(f"{where}: {INDEX_FILE} names shards the repo does not have: {listing(missing)}.")
     _parallel([partial(download, shard, commit) for shard in shards])
-    return Snapshot(repo_id, revision, commit, config.parent, (CONFIG_FILE, INDEX_FILE, *shards))
+    return replace(done, files=(*done.files, *shards))
 
 
-def _check_listing(sizes: Mapping[str, int | None], where: str) -> None:
-    """What the repo holds must be a zoo model: config.json, safetensors weights, sizes in bounds."""
+def _check_config(folder: Path, repo_id: str, revision: str) -> None:
+    """Refuse a config.json that zoo.save did not write (transformers', a Mixin's) before any weights are fetched."""
+    try:
+        zoo_folder.read_config(folder, shown_as=address(repo_id, revision))
+    except WeightsError as err:
+        raise HubError(f"{repo_id}@{revision} is not a zoo model: {err}") from err
+
+
+def _check_listing(sizes: Mapping[str, int | None], where: str, shown_as: str, weights_only: bool) -> None:
+    """What the repo holds must be safetensors weights (and a config.json unless `weights_only`), sizes in bounds."""
     names = list(sizes)
     if SINGLE_FILE not in sizes and INDEX_FILE not in sizes:
         pickles = [n for n in names if n.endswith(weights.PICKLE_SUFFIXES)]
@@ -374,15 +403,24 @@ def _check_listing(sizes: Mapping[str, int | None], where: str) -> None:
                 f"runs whatever code it holds. Ask the author for {SINGLE_FILE}, or convert it yourself from "
                 "a source you trust."
             )
-        raise HubError(
-            f"{where} has no {SINGLE_FILE} or {INDEX_FILE}, so it is not a zoo model. It holds: {listing(names)}."
+        others = [n for n in names if n.endswith(".safetensors")]
+        hint = (
+            " To load one of its safetensors files, download it (huggingface_hub.hf_hub_download) and pass its path "
+            "to zoo.load_weights."
+            if others
+            else ""
         )
-    if CONFIG_FILE not in sizes:
         raise HubError(
-            f"{where} has weights but no {CONFIG_FILE}, so zoo cannot tell which model to build. "
-            f"It holds: {listing(names)}. Push it with zoo.push, which writes the declaration."
+            f"{where} has no {SINGLE_FILE} or {INDEX_FILE}, so it "
+            f"{'holds no weights zoo can find' if weights_only else 'is not a zoo model'}. "
+            f"It holds: {listing(names)}.{hint}"
         )
-    for name in (CONFIG_FILE, INDEX_FILE):
+    if CONFIG_FILE not in sizes and not weights_only:
+        raise HubError(
+            f"{where} has weights but no {CONFIG_FILE}, so it is not a zoo model (it holds: {listing(names)}). "
+            + zoo_folder.load_weights_hint(shown_as)
+        )
+    for name in (CONFIG_FILE, INDEX_FILE) if not weights_only else (INDEX_FILE,):
         size = sizes.get(name)
         if size is not None and size > MAX_JSON_BYTES:
             raise HubError(
@@ -391,7 +429,9 @@ def _check_listing(sizes: Mapping[str, int | None], where: str) -> None:
             )
 
 
-def _from_cache(repo_id: str, revision: str, cache_dir: str | Path | None, strict: bool) -> Snapshot | None:
+def _from_cache(
+    repo_id: str, revision: str, cache_dir: str | Path | None, endpoint: str, strict: bool, weights_only: bool
+) -> Snapshot | None:
     """The snapshot from the cache alone, sending no request; None (or HubError when `strict`) if incomplete."""
     where = f"{repo_id}@{revision}"
 
@@ -409,11 +449,18 @@ def _from_cache(repo_id: str, revision: str, cache_dir: str | Path | None, stric
             "or pass the cache_dir it was pulled into."
         )
 
-    config = cached(CONFIG_FILE, revision)
-    if config is None:
-        return missing(f"no {CONFIG_FILE}")
-    commit = config.parent.name
-    files = [CONFIG_FILE]
+    if weights_only:  # the weights file or the index was fetched under the revision's name
+        first = cached(SINGLE_FILE, revision) or cached(INDEX_FILE, revision)
+        if first is None:
+            return missing(f"no {SINGLE_FILE} or {INDEX_FILE}")
+        commit, folder, files = first.parent.name, first.parent, []
+    else:
+        config = cached(CONFIG_FILE, revision)
+        if config is None:
+            return missing(f"no {CONFIG_FILE}")
+        _check_size(config, f"{where}: {CONFIG_FILE}")
+        _check_config(config.parent, repo_id, revision)
+        commit, folder, files = config.parent.name, config.parent, [CONFIG_FILE]
     index = cached(INDEX_FILE, commit) if cached(SINGLE_FILE, commit) is None else None
     if index is not None:
         _check_size(index, f"{where}: {INDEX_FILE}")
@@ -424,8 +471,7 @@ def _from_cache(repo_id: str, revision: str, cache_dir: str | Path | None, stric
     absent = [s for s in shards if cached(s, commit) is None]
     if absent:
         return missing(f"{listing(absent)} missing")
-    _check_size(config, f"{where}: {CONFIG_FILE}")
-    return Snapshot(repo_id, revision, commit, config.parent, (*files, *shards))
+    return Snapshot(repo_id, revision, commit, folder, (*files, *shards), endpoint)
 
 
 def _shards_in_index(path: Path, where: str) -> list[str]:

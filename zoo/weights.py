@@ -13,6 +13,12 @@ What zoo adds in the header's `__metadata__` (plain strings, ignored by other re
 - `zoo.aliases`: tensors that share memory (tied weights) are stored once; this maps every
   other key to the stored one, and loading ties them again.
 - `zoo.structure`: for save_tensors, the list/tuple/dict nesting around the stored tensors.
+
+What zoo reads from other writers: huggingface_hub's `save_torch_model` (and so
+`PyTorchModelHubMixin`) drops all but one name of shared tensors and records `{removed: kept}`
+in the file's metadata (one file) or the index's (shards); those names become aliases as
+zoo's own do. transformers and accelerate drop tied names without a record: a load accepts a
+missing key when the model ties it to a key the file has, as `safetensors.torch.load_model` does.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import json
 import math
 import struct
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,7 +41,8 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from zoo import devices, fsio, jsonio, lazy
-from zoo.errors import ArgumentError, WeightsError, did_you_mean, listing
+from zoo.errors import ArgumentError, WeightsError, did_you_mean, listing, nearest
+from zoo.keymap import KeyMap
 
 MODEL_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -111,6 +118,9 @@ class StoredTensors:
     aliases: dict[str, str]  # alias key → stored key
     headers: list[FileHeader]
     _handles: dict[Path, Any] = field(repr=False)
+    # Aliases read from another writer's metadata ({removed: kept}): a model without such a key is
+    # not told it is unexpected, since the file stores no data under it.
+    foreign: frozenset[str] = frozenset()
 
     def keys(self) -> list[str]:
         """Every key, stored or alias."""
@@ -142,6 +152,26 @@ class StoredTensors:
         """The part `index` of the tensor stored for `key`, reading only its bytes (a rank's shard)."""
         info = self.info(key)
         return self._handles[info.file].get_slice(info.key)[index]  # type: ignore[no-any-return]
+
+    def renamed(self, keymap: KeyMap) -> StoredTensors:
+        """The same tensors under the keys `keymap` gives (their place in the files stays as it is).
+
+        Raises:
+            WeightsError: two keys of the file map to one key.
+        """
+        new: dict[str, str] = {}
+        for key in self.keys():
+            mapped = keymap(key)
+            if mapped in new:
+                raise WeightsError(
+                    f"{self.where}: the key map {keymap.describe()} maps both '{new[mapped]}' and '{key}' to '{mapped}'"
+                )
+            new[mapped] = key
+        old_to_new = {old: mapped for mapped, old in new.items()}
+        infos = {old_to_new[key]: info for key, info in self.infos.items()}
+        aliases = {old_to_new[alias]: old_to_new[target] for alias, target in self.aliases.items()}
+        foreign = frozenset(old_to_new[key] for key in self.foreign)
+        return StoredTensors(self.where, infos, aliases, self.headers, self._handles, foreign)
 
     @property
     def save_id(self) -> str | None:
@@ -183,7 +213,7 @@ _ATTEMPTS = 5  # opens interrupted by another process replacing the file or fold
 
 
 def _open_all(path: Path, stack: contextlib.ExitStack) -> StoredTensors:
-    files, weight_map = _folder_files(path) if path.is_dir() else ([path], None)
+    files, weight_map, index_metadata = _folder_files(path) if path.is_dir() else ([path], None, {})
     handles: dict[Path, Any] = {}
     infos: dict[str, TensorInfo] = {}
     aliases: dict[str, str] = {}
@@ -210,7 +240,24 @@ def _open_all(path: Path, stack: contextlib.ExitStack) -> StoredTensors:
         if target not in infos or alias in infos:
             problem = f"'{target}' is not stored" if target not in infos else f"'{alias}' is stored too"
             raise WeightsError(f"{path}: `{ALIASES_KEY}` maps '{alias}' to '{target}', but {problem}")
-    return StoredTensors(str(path), infos, aliases, headers, handles)
+    foreign = _removed_names([index_metadata, *(h.metadata for h in headers)], infos, aliases)
+    return StoredTensors(str(path), infos, {**aliases, **foreign}, headers, handles, frozenset(foreign))
+
+
+def _removed_names(
+    metadata: list[Mapping[str, Any]], infos: Mapping[str, TensorInfo], aliases: Mapping[str, str]
+) -> dict[str, str]:
+    """huggingface_hub's record of the shared tensors it did not store: metadata entries {removed: kept}.
+
+    Only entries that can be nothing else count: the kept name is stored, the removed one is not.
+    Other metadata ("format": "pt", "total_size": 123, a user's own strings) is left alone.
+    """
+    removed: dict[str, str] = {}
+    for table in metadata:
+        for key, value in table.items():
+            if isinstance(value, str) and value in infos and key not in infos and key not in aliases:
+                removed.setdefault(key, value)
+    return removed
 
 
 def inspect(path: str | Path) -> list[FileHeader]:
@@ -219,14 +266,14 @@ def inspect(path: str | Path) -> list[FileHeader]:
         return list(stored.headers)
 
 
-def _folder_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
-    """The weights files of a model folder, and the shard index when there is one."""
+def _folder_files(folder: Path) -> tuple[list[Path], dict[str, str] | None, dict[str, Any]]:
+    """The weights files of a model folder, and the shard index's weight map and metadata when there is one."""
     if (folder / MODEL_FILE).is_file():  # transformers' order: the single file wins over an index
-        return [folder / MODEL_FILE], None
+        return [folder / MODEL_FILE], None, {}
     index = folder / INDEX_FILE
     if index.is_file():
-        weight_map = _read_index(index)
-        return sorted({folder / name for name in weight_map.values()}), weight_map
+        weight_map, metadata = _read_index(index)
+        return sorted({folder / name for name in weight_map.values()}), weight_map, metadata
     present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     pickles = [name for name in present if name.endswith(PICKLE_SUFFIXES)]
     if pickles:
@@ -237,7 +284,7 @@ def _folder_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     raise WeightsError(f"{folder} holds neither {MODEL_FILE} nor {INDEX_FILE}; it holds: {listing(present)}")
 
 
-def _read_index(index: Path) -> dict[str, str]:
+def _read_index(index: Path) -> tuple[dict[str, str], dict[str, Any]]:
     data = jsonio.read(index)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
@@ -248,7 +295,8 @@ def _read_index(index: Path) -> dict[str, str]:
             raise WeightsError(f"{index}: shard '{name[:80]}' is not a file name inside {index.parent}")
         if not (index.parent / name).is_file():
             raise WeightsError(f"{index}: lists shard '{name}', which is not in {index.parent}")
-    return weight_map
+    metadata = data.get("metadata")
+    return weight_map, metadata if isinstance(metadata, dict) else {}
 
 
 def _check_index(index: Path, weight_map: Mapping[str, str], infos: Mapping[str, TensorInfo]) -> None:
@@ -525,6 +573,7 @@ class LoadReport:
     missing: tuple[str, ...] = ()  # in the model, not in the file: they keep their values
     unexpected: tuple[str, ...] = ()  # in the file, not in the model: ignored
     mismatched: Mapping[str, str] = field(default_factory=dict)  # key → what differs: not loaded
+    tied: Mapping[str, str] = field(default_factory=dict)  # not in the file, tied in the model to this key: loaded
 
     def __bool__(self) -> bool:
         return bool(self.missing or self.unexpected or self.mismatched)
@@ -534,8 +583,12 @@ class LoadReport:
         if self.missing:
             lines.append(f"  missing from the file ({len(self.missing)}): {listing(self.missing, limit=20)}")
         if self.unexpected:
-            hint = did_you_mean(self.unexpected[0], self.missing) if self.missing else ""
-            lines.append(f"  not in the model ({len(self.unexpected)}): {listing(self.unexpected, limit=20)}{hint}")
+            lines.append(f"  not in the model ({len(self.unexpected)}): {listing(self.unexpected, limit=20)}")
+        if self.missing and self.unexpected:
+            lines.append(
+                "  nearest names, file → model (names that differ in a pattern map with rename=): "
+                + _nearest_pairs(self.unexpected, self.missing)
+            )
         if self.mismatched:
             shown = [f"'{key}': {why}" for key, why in list(self.mismatched.items())[:20]]
             more = f"; … ({len(self.mismatched) - 20} more)" if len(self.mismatched) > 20 else ""
@@ -543,12 +596,65 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def _nearest_pairs(unexpected: Sequence[str], missing: Sequence[str], limit: int = 6) -> str:
+    """'file key' → 'model key' for the first file keys, then model keys left unpaired ← their nearest file key."""
+    pairs: list[str] = []
+    paired: set[str] = set()
+    for key in unexpected[: limit // 2 + 1]:
+        match = _nearest_key(key, missing)
+        if match is not None:
+            pairs.append(f"'{key}' → '{match}'")
+            paired.add(match)
+    for key in missing:
+        if len(pairs) >= limit:
+            break
+        if key not in paired:
+            match = _nearest_key(key, unexpected)
+            if match is not None:
+                pairs.append(f"'{match}' → '{key}'")
+                paired.add(key)
+    return "; ".join(pairs) if pairs else "none alike"
+
+
+def _nearest_key(key: str, candidates: Sequence[str]) -> str | None:
+    """The candidate that ends in the most of `key`'s dotted parts (prefixes differ between writers), else the
+    closest spelling."""
+    parts = key.split(".")
+
+    def shared_tail(other: str) -> int:
+        n = 0
+        for a, b in zip(reversed(parts), reversed(other.split(".")), strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    best = max(candidates, key=lambda c: (shared_tail(c), -abs(len(c) - len(key))), default=None)
+    if best is not None and shared_tail(best) > 0:
+        return best
+    return nearest(key, candidates)
+
+
 def check_fit(expected: Mapping[str, Any], stored: StoredTensors) -> LoadReport:
-    """Compare a model's state dict (values may be meta or lazy tensors) with what is stored."""
+    """Compare a model's state dict (values may be meta or lazy tensors) with what is stored.
+
+    A key the file lacks is not missing when the model ties it (one tensor at both places) to
+    a key the file has: loading that key fills both. A name the file records as removed
+    (huggingface_hub's metadata) is not unexpected when the model has no such key.
+    """
     keys = stored.keys()
     present = set(keys)
-    missing = tuple(key for key in expected if key not in present)
-    unexpected = tuple(key for key in keys if key not in expected)
+    holders: dict[int, list[str]] = {}  # keys by tensor: the model's ties
+    for key, tensor in expected.items():
+        holders.setdefault(id(tensor), []).append(key)
+    tied = {}
+    for key, tensor in expected.items():
+        if key not in present:
+            loaded = next((other for other in holders[id(tensor)] if other in present), None)
+            if loaded is not None:
+                tied[key] = loaded
+    missing = tuple(key for key in expected if key not in present and key not in tied)
+    unexpected = tuple(key for key in keys if key not in expected and key not in stored.foreign)
     mismatched = {}
     for key, tensor in expected.items():
         if key not in present or not isinstance(tensor, torch.Tensor):
@@ -558,7 +664,7 @@ def check_fit(expected: Mapping[str, Any], stored: StoredTensors) -> LoadReport:
             mismatched[key] = f"shape {tuple(tensor.shape)} in the model, {info.shape} in the file"
         elif _kind(tensor.dtype) != _kind(info.dtype):
             mismatched[key] = f"{tensor.dtype} in the model, {info.dtype} in the file"
-    return LoadReport(missing, unexpected, mismatched)
+    return LoadReport(missing, unexpected, mismatched, tied)
 
 
 def _kind(dtype: torch.dtype) -> str:
@@ -578,17 +684,22 @@ def misfit_error(report: LoadReport, where: str, model: str = "the model") -> We
     )
 
 
-def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> LoadReport:
-    """Load a safetensors file or a model folder into `model`, in place; lazy models included.
+def load_weights(
+    model: nn.Module, path: str | Path, *, strict: bool = True, rename: KeyMap | None = None
+) -> LoadReport:
+    """Load a local safetensors file or model folder into `model`, in place; lazy models included.
 
+    zoo.load_weights (zoo.sources) is the public form, which also takes Hub addresses.
     Every key, shape and dtype (and each header) is checked before any tensor of the model is
     touched: a failed load leaves the model as it was. Values are copied into the model's own
-    tensors (converted to their dtype and device), so an optimizer built on it stays valid.
+    tensors (converted to their dtype and device), so an optimizer built on it stays valid; on
+    a meta-device model they are assigned instead (the mapped tensors, no copy).
     Tensors stored as tied are tied again: both places hold the same Parameter afterwards.
 
     Args:
         strict: raise on any missing, unexpected or mismatched key (default). When False, load
             what fits and return the rest in the report.
+        rename: how the file's keys map onto the model's.
 
     Returns:
         A LoadReport, empty when everything fitted.
@@ -596,10 +707,12 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
     Raises:
         WeightsError: the file is unreadable, unsafe (a pickle), or (strict) does not fit.
     """
-    with open_stored(path) as stored:
+    with open_stored(path) as opened:
+        stored = opened.renamed(rename) if rename else opened
         report = check_fit(model.state_dict(keep_vars=True), stored)
         if strict and report:
-            raise misfit_error(report, stored.where)
+            where = f"{stored.where} (keys mapped by {rename.describe()})" if rename else stored.where
+            raise misfit_error(report, where)
         if lazy.is_lazy(model):
             lazy.materialize_from_shapes(model, stored.shapes())
         apply_stored(model, stored, report)
@@ -650,7 +763,7 @@ def apply_stored(
                 model.load_state_dict(copy, strict=False)
             if assign:
                 model.load_state_dict(assign, strict=False, assign=True)
-    _retie(places, groups)
+    _retie(places, groups, wanted)
 
 
 def _places(model: nn.Module) -> dict[str, tuple[dict[str, Any], str]]:
@@ -680,11 +793,13 @@ def _same_kind_of_place(a: tuple[dict[str, Any], str], b: tuple[dict[str, Any], 
     return isinstance(a[0][a[1]], nn.Parameter) == isinstance(b[0][b[1]], nn.Parameter)
 
 
-def _retie(places: Mapping[str, tuple[dict[str, Any], str]], groups: list[list[str]]) -> None:
+def _retie(places: Mapping[str, tuple[dict[str, Any], str]], groups: list[list[str]], loaded: Container[str]) -> None:
     for keys in groups:
-        container, name = places[keys[0]]
+        # The tensor a loaded key holds now; a tied key the file lacked takes it (it may come first).
+        source = next((key for key in keys if key in loaded), keys[0])
+        container, name = places[source]
         first = container[name]
-        for key in keys[1:]:
+        for key in keys:
             other, other_name = places[key]
             if other[other_name] is not first and other[other_name].shape == first.shape:
                 other[other_name] = first
