@@ -6,8 +6,18 @@ interleaved:
 - zoo.load: build on the meta device and take the memory-mapped tensors (no copy until written);
 - zoo.load+touch: the same, then read every parameter once, so all the bytes are paged in;
 - eager: build normally (random init) + torch.load(weights_only=True) of a .pt + load_state_dict;
-- safetensors: build normally + safetensors.torch.load_file + load_state_dict.
-The model is a stack of Linear(4096, 4096) declared in a registry TOML (64 MiB each).
+- safetensors: build normally + safetensors.torch.load_file + load_state_dict;
+- expert (and +touch): what an expert writes instead of zoo.load: the model class built on the
+  meta device + safetensors.torch.load_file + load_state_dict(assign=True) (no init, no copy);
+- zoo.load_weights: the same meta twin, given the weights by zoo.load_weights (assigned, no copy);
+- hf load_torch_model: huggingface_hub's loader into the model built normally (it copies);
+- accelerate: init_empty_weights + load_checkpoint_and_dispatch(device_map={"": "cpu"}).
+The model is a stack of Linear(4096, 4096) declared in a registry TOML (64 MiB each); the
+twin is the same stack written in plain torch.
+
+Then, from a Hub server on 127.0.0.1 (tests/hubserver.py, its own process) holding the weights
+alone (no config.json), into an empty cache each time: zoo.load_weights("hf://...") into the
+meta twin, against snapshot_download + the expert's load.
 Times cover the load only (not the interpreter start); peak RSS is the child's ru_maxrss,
 and "added" subtracts the RSS the child had before loading (Python + torch).
 
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import mmap
 import os
 import resource
@@ -37,7 +48,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 LAYER_BYTES = 4096 * 4096 * 4 + 4096 * 4
-CASES = ["floor", "zoo.load", "zoo.load+touch", "eager", "safetensors"]
+CASES = [
+    "floor",
+    "zoo.load",
+    "zoo.load+touch",
+    "expert",
+    "expert+touch",
+    "zoo.load_weights",
+    "hf load_torch_model",
+    "accelerate",
+    "eager",
+    "safetensors",
+]
+HUB_CASES = ["hub: zoo.load_weights", "hub: snapshot_download + expert"]
+HUB_REPO = "bench/weights-only"
 REPEATS = 3
 
 
@@ -49,13 +73,35 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def child(case: str, folder: Path, registry: Path) -> dict[str, Any]:
+def _twin(layers: int) -> Any:
+    """The model written by hand in plain torch, as an expert would (same keys as bench_big)."""
+    from torch import nn
+
+    return nn.Sequential(*[nn.Linear(4096, 4096) for _ in range(layers)])
+
+
+def _touch(model: Any) -> None:
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sum()
+
+
+def child(case: str, folder: Path, registry: Path, endpoint: str | None = None) -> dict[str, Any]:
     import torch
 
     import zoo
 
     torch.set_num_threads(os.cpu_count() or 1)
     zoo.names()  # plugin discovery is start-up cost, not load cost
+    layers = int(folder.name.rsplit("_", 1)[1])
+    if case.startswith("hub:"):  # import the Hub client before timing, as the local cases import theirs
+        import huggingface_hub  # noqa: F401
+
+        from zoo import hub  # noqa: F401
+    if case == "accelerate":
+        import accelerate  # noqa: F401
     before = _rss_now()
     start = time.perf_counter()
     if case == "floor":
@@ -77,6 +123,43 @@ def child(case: str, folder: Path, registry: Path) -> dict[str, Any]:
 
         model = zoo.build("bench_big", registry=registry)
         model.load_state_dict(load_file(folder / "model.safetensors"))
+    elif case.startswith("expert"):
+        from safetensors.torch import load_file
+
+        with torch.device("meta"):
+            model = _twin(layers)
+        model.load_state_dict(load_file(folder / "model.safetensors"), assign=True)
+        if case.endswith("+touch"):
+            _touch(model)
+    elif case == "zoo.load_weights":
+        with torch.device("meta"):
+            model = _twin(layers)
+        zoo.load_weights(model, folder)
+    elif case == "hf load_torch_model":
+        from huggingface_hub import load_torch_model
+
+        model = _twin(layers)
+        load_torch_model(model, folder)
+    elif case == "accelerate":
+        from accelerate import init_empty_weights, load_checkpoint_and_dispatch
+
+        with init_empty_weights():
+            model = _twin(layers)
+        model = load_checkpoint_and_dispatch(model, str(folder), device_map={"": "cpu"})
+    elif case == "hub: zoo.load_weights":
+        cache = Path(tempfile.mkdtemp(prefix="cache-", dir=folder.parent))
+        with torch.device("meta"):
+            model = _twin(layers)
+        zoo.load_weights(model, f"hf://{HUB_REPO}", endpoint=endpoint, cache_dir=cache)
+    elif case == "hub: snapshot_download + expert":
+        from huggingface_hub import snapshot_download
+        from safetensors.torch import load_file
+
+        cache = Path(tempfile.mkdtemp(prefix="cache-", dir=folder.parent))
+        local = Path(snapshot_download(HUB_REPO, cache_dir=cache, endpoint=endpoint, allow_patterns=["*.safetensors"]))
+        with torch.device("meta"):
+            model = _twin(layers)
+        model.load_state_dict(load_file(local / "model.safetensors"), assign=True)
     else:
         raise SystemExit(f"unknown case {case}")
     seconds = time.perf_counter() - start
@@ -85,6 +168,56 @@ def child(case: str, folder: Path, registry: Path) -> dict[str, Any]:
 
 
 # --- the parent -----------------------------------------------------------------------------------
+
+
+def _rows(results: dict[str, list[dict[str, Any]]], size_gb: float, hub: bool = False) -> list[dict[str, Any]]:
+    def median(case: str) -> float:
+        return statistics.median(r["seconds"] for r in results[case]) if case in results else math.nan
+
+    floor, eager = median("floor"), median("eager")
+    rows = []
+    for case, runs in results.items():
+        seconds = median(case)
+        expert = median("hub: snapshot_download + expert" if hub else "expert+touch" if "touch" in case else "expert")
+        rows.append(
+            {
+                "size_gb": round(size_gb, 2),
+                "method": case,
+                "seconds": seconds,
+                "vs_expert": seconds / expert,
+                "vs_floor": seconds / floor,
+                "eager_over_this": eager / seconds,
+                "peak_rss_gb": max(r["peak_rss"] for r in runs) / 1e9,
+                "added_rss_gb": statistics.median(r["peak_rss"] - r["base_rss"] for r in runs) / 1e9,
+            }
+        )
+    return rows
+
+
+def _hub_results(work: Path, folder: Path, registry: Path, repeats: int) -> dict[str, list[dict[str, Any]]]:
+    """The Hub cases: a server in its own process, holding the weights alone (no config.json)."""
+    from huggingface_hub import HfApi
+
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "hubserver.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        api = HfApi(endpoint=url, token="bench")
+        api.create_repo(HUB_REPO, exist_ok=True)
+        weights = folder / "model.safetensors"
+        api.upload_file(path_or_fileobj=weights, path_in_repo=weights.name, repo_id=HUB_REPO)
+        results: dict[str, list[dict[str, Any]]] = {case: [] for case in HUB_CASES}
+        for repeat in range(repeats):
+            for case in HUB_CASES[repeat % 2 :] + HUB_CASES[: repeat % 2]:
+                results[case].append(_run(case, folder, registry, False, url))
+                for cache in work.glob("cache-*"):
+                    shutil.rmtree(cache)
+        return results
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def _registry(path: Path, layers: int) -> Path:
@@ -124,11 +257,13 @@ def _warm(folder: Path) -> None:
                 pass
 
 
-def _run(case: str, folder: Path, registry: Path, cold: bool) -> dict[str, Any]:
+def _run(case: str, folder: Path, registry: Path, cold: bool, endpoint: str | None = None) -> dict[str, Any]:
     if cold:
         _drop_caches()
     command = [sys.executable, __file__, "--child", case, "--dir", str(folder), "--registry", str(registry)]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    command += ["--endpoint", endpoint] if endpoint else []
+    env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{case} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -142,14 +277,16 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--registry", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.dir, args.registry)))
+        print(json.dumps(child(args.child, args.dir, args.registry, args.endpoint)))
         return
 
     from bench.common import report
 
     sizes = [1, 4] if args.quick else [2, 8, 16, 32]  # layers of 64 MiB: ~0.13, 0.5, 1.1 and 2.1 GB
+    hub_layers = sizes[1]  # the Hub cases at one size: the transfer through a pure-Python server dominates
     repeats = 1 if args.quick else REPEATS
     cold = args.cold and _drop_caches()
     notes = [
@@ -160,7 +297,10 @@ def main() -> None:
             else "warm (both files read once before timing)" + (" — --cold was refused: not root?" if args.cold else "")
         ),
         f"median of {repeats} runs per case, each in a fresh process; cases interleaved",
-        "goal: zoo.load within 1.5x the floor and at least 5x faster than eager",
+        "goal: zoo.load within 1.5x the floor and at least 5x faster than eager; "
+        "zoo.load (and +touch) within 1.05x the expert's (and +touch)",
+        "vs_expert: this case's time over the expert baseline's (meta twin + load_file + assign); the +touch rows "
+        "over expert+touch; the hub rows over snapshot_download + expert",
     ]
     rows = []
     work = Path(tempfile.mkdtemp(prefix="bench_load_", dir=os.environ.get("BENCH_TMP")))
@@ -175,23 +315,9 @@ def main() -> None:
                 order = CASES[repeat % len(CASES) :] + CASES[: repeat % len(CASES)]
                 for case in order:
                     results[case].append(_run(case, folder, registry, cold))
-            floor = statistics.median(r["seconds"] for r in results["floor"])
-            eager = statistics.median(r["seconds"] for r in results["eager"])
-            for case in CASES:
-                seconds = statistics.median(r["seconds"] for r in results[case])
-                peak = max(r["peak_rss"] for r in results[case])
-                added = statistics.median(r["peak_rss"] - r["base_rss"] for r in results[case])
-                rows.append(
-                    {
-                        "size_gb": round(size_gb, 2),
-                        "method": case,
-                        "seconds": seconds,
-                        "vs_floor": seconds / floor,
-                        "eager_over_this": eager / seconds,
-                        "peak_rss_gb": peak / 1e9,
-                        "added_rss_gb": added / 1e9,
-                    }
-                )
+            rows += _rows(results, size_gb)
+            if layers == hub_layers:
+                rows += _rows(_hub_results(work, folder, registry, repeats), size_gb, hub=True)
             shutil.rmtree(folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
