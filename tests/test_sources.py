@@ -258,6 +258,24 @@ def test_transformers_gpt2_loads_strictly_into_a_twin_with_its_tied_lm_head(
         torch.testing.assert_close(twin(ids), logits)
 
 
+def test_transformers_gpt2_loads_into_the_declared_hf_gpt2_from_a_folder_and_the_hub(
+    gpt2_folder: tuple[Path, torch.Tensor, torch.Tensor], server: HubServer, tmp_path: Path
+) -> None:
+    folder, ids, logits = gpt2_folder
+    tiny = {"vocab_size": 50, "n_positions": 16, "n_embd": 16, "n_layer": 2, "n_head": 2}
+    model = zoo.build("hf_gpt2", **tiny).eval()
+    report = zoo.load_weights(model, folder)  # strict: the missing lm_head.weight is tied to wte in the model
+    assert not report and dict(report.tied) == {"lm_head.weight": "transformer.wte.weight"}
+    assert model.lm_head.weight is model.transformer.wte.weight
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), logits, atol=1e-4, rtol=0)
+    upload(server, folder, "openai-community/tiny-gpt2")
+    from_hub = zoo.build("hf_gpt2", **tiny).eval()
+    zoo.load_weights(from_hub, "hf://openai-community/tiny-gpt2", endpoint=server.url, cache_dir=tmp_path / "c")
+    with torch.no_grad():
+        assert torch.equal(from_hub(ids), model(ids))
+
+
 def test_transformers_folder_refuses_zoo_load_naming_its_model_type(
     gpt2_folder: tuple[Path, torch.Tensor, torch.Tensor],
 ) -> None:
