@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import fx, nn
 
 import zoo
@@ -421,3 +422,21 @@ def test_a_module_list_as_a_layer_is_refused_at_check(write_toml: Callable[..., 
     (problem,) = _problems(path)
     assert f"{path}:2: m -> layers[0]: ModuleList holds blocks but cannot be called" in problem
     assert zoo.build("ModuleList", overrides={"modules": None}) is not None  # on its own it is fine
+
+
+def test_an_entry_says_how_foreign_checkpoint_keys_map_onto_its_own(
+    write_toml: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = write_toml(
+        '[ported]\ntype = "mlp_sequential"\nweights = { strip_prefix = "module.", rename = [["^fc(\\\\d)", "\\\\1"]] }\n'
+        '[broken]\ntype = "mlp"\nweights = { strip_prefx = "module." }\n'
+    )
+    source = zoo.build("mlp_sequential")
+    theirs = {f"module.fc{k}": v for k, v in source.state_dict().items()}  # a DataParallel-style checkpoint
+    save_file({k: v.contiguous() for k, v in theirs.items()}, tmp_path / "theirs.safetensors")
+    model = zoo.build("ported", registry=path)
+    assert not zoo.load_weights(model, tmp_path / "theirs.safetensors")
+    x = torch.randn(2, 20)
+    assert torch.equal(model(x), source(x))
+    (problem,) = [p for p in _problems(path) if "broken" in p]
+    assert f"{path}:6: broken -> weights: unknown key 'strip_prefx'. Did you mean 'strip_prefix'?" in problem

@@ -157,6 +157,7 @@ class Entry:
     origin: str  # who declared it: a distribution name, or "user" for a user file
     internal: bool = False  # a helper template, hidden from `zoo list`
     key_map: Mapping[str, Any] | None = None  # `weights = {...}`: how foreign checkpoint keys map onto ours
+    key_map_loc: Location | None = None  # where `weights` was written
     input_dtype: str | None = None  # the example input's dtype (None: the model's float dtype)
     input_high: Any = None  # integer inputs are drawn from [0, high): a vocabulary size
 
@@ -292,6 +293,7 @@ class _Parser:
             origin=self.origin,
             internal=body.get("internal", False),
             key_map=MappingProxyType(_freeze(key_map)) if key_map is not None else None,
+            key_map_loc=self.loc(keys + ("weights",)) if key_map is not None else None,
             input_dtype=input_dtype,
             input_high=input_high,
         )

@@ -29,6 +29,7 @@ from zoo.declarations import (
 )
 from zoo.errors import ArgumentError, CycleError, SpecError, ZooError, did_you_mean, listing
 from zoo.expressions import Expr, names_in
+from zoo.keymap import KeyMap
 from zoo.registry import Provider, Registry
 from zoo.signatures import UNRESOLVED, check_call, check_init_kwargs, check_op_call
 
@@ -111,7 +112,7 @@ class Resolution:
     errors: list[ZooError]
     input_shape: tuple[int, ...] | None = None
     provenance: dict[str, str] = field(default_factory=dict)  # block type → "distribution version"
-    key_map: Mapping[str, Any] | None = None
+    key_map: KeyMap | None = None  # `weights = {...}`: how a foreign checkpoint's keys map onto the model's
     warnings: list[str] = field(default_factory=list)
     input_dtype: str | None = None  # an example input of integers (token ids) says so
     input_high: int | None = None
@@ -149,7 +150,12 @@ def _resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any
     else:
         assert provider.entry is not None
         root, input_shape = resolver.entry(provider.entry, overrides, name)
-        key_map = provider.entry.key_map
+        if provider.entry.key_map is not None:
+            where = f"{provider.entry.key_map_loc or provider.entry.loc}: {name} -> weights"
+            try:
+                key_map = KeyMap.from_table(provider.entry.key_map, where=where)
+            except ZooError as err:
+                resolver.errors.append(err)
         dtype, high = resolver.input_dtype(provider.entry, overrides, name)
     return Resolution(root, resolver.errors, input_shape, resolver.provenance, key_map, resolver.warnings, dtype, high)
 
