@@ -22,7 +22,7 @@ $(STAMP): Makefile pyproject.toml constraints.txt $(PLUGINS) $(PLUGIN_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0 numpy
-	$(BIN)/pip install -q -c constraints.txt -e ".[test]" $(patsubst %/pyproject.toml,./%,$(PLUGINS))
+	$(BIN)/pip install -q -c constraints.txt -e ".[test,graph]" $(patsubst %/pyproject.toml,./%,$(PLUGINS))
 	$(BIN)/pip download -q --no-deps -d $(WHEELS) $(subst -,==,$(TORCHVISION))
 	rm -rf $(WHEELS)/$(TORCHVISION)
 	$(BIN)/python -m zipfile -e $(WHEELS)/$(TORCHVISION)-*.whl $(WHEELS)/$(TORCHVISION)

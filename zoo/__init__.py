@@ -19,6 +19,7 @@ from zoo.errors import (
     DistributedError,
     DuplicateNameError,
     HubError,
+    MissingDependencyError,
     NotMaterializedError,
     PluginError,
     RegistryFileError,
@@ -32,6 +33,7 @@ from zoo.folder import save
 from zoo.hookspecs import hookimpl
 from zoo.lazy import MetaFallbackWarning, materialize
 from zoo.metrics import Accumulator
+from zoo.picture import draw
 from zoo.placement import Plan, dispatch, plan
 from zoo.plugins import ZooPluginWarning
 from zoo.plugins import isolated as isolated_registry
@@ -55,6 +57,7 @@ __all__ = [
     "DuplicateNameError",
     "HubError",
     "MetaFallbackWarning",
+    "MissingDependencyError",
     "NotMaterializedError",
     "Plan",
     "PluginError",
@@ -70,6 +73,7 @@ __all__ = [
     "checkpoint",
     "dispatch",
     "distributed",
+    "draw",
     "hookimpl",
     "isolated_registry",
     "load",

@@ -68,6 +68,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from zoo.declarations import dump_entry
 
     info = zoo.spec(args.name, registry=_registry(args), **dict(args.set))
+    if args.graph:  # first: a picture that cannot be drawn is the command's error, before any output
+        _draw(args)
     print(f"# {info.name}: {info.kind} from {info.origin}, defined at {info.source}")
     if info.doc:
         print(f"# {info.doc}")
@@ -78,6 +80,19 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"# example input: {list(info.input_shape)}{ids}")
     print(dump_entry(info.name, info.declaration), end="")
     return 0
+
+
+def _draw(args: argparse.Namespace) -> None:
+    import zoo
+
+    diagram = zoo.draw(
+        args.name, args.graph, input_shape=args.input_shape, depth=args.depth, registry=_registry(args),
+        overrides=dict(args.set),
+    )  # fmt: skip
+    more = f"; --depth {diagram.levels} opens every block" if diagram.depth < diagram.levels else ""
+    print(f"# drew {len(diagram.nodes)} nodes (depth {diagram.depth} of {diagram.levels}{more}) to {args.graph}")
+    if diagram.note:
+        print(f"zoo: note: {diagram.note}", file=sys.stderr)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -355,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", cmd_show, "Show a name's resolved declaration and where it came from.")
     p.add_argument("name")
     p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE")
+    p.add_argument("--graph", metavar="FILE", help="also draw its dataflow to FILE: .svg, .png (zoo[graph]) or .dot")
+    p.add_argument("--depth", type=int, metavar="N", help="with --graph: levels of nested blocks to open")
+    p.add_argument("--input-shape", type=_shape, metavar="2,20", help="with --graph: the input the shapes are for")
     with_registry(p)
 
     p = command("build", cmd_build, "Build a model, print its summary and run one forward on random input.")

@@ -74,6 +74,10 @@ class HubError(ZooError, RuntimeError):
     """A Hub repository or file cannot be fetched or pushed."""
 
 
+class MissingDependencyError(ZooError, ImportError):
+    """An optional extra that a feature needs is not installed (the message says which to install)."""
+
+
 class PluginError(ZooError, RuntimeError):
     """A plugin fails to import, raises in a hook, or implements hooks wrongly."""
 
