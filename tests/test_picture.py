@@ -168,9 +168,16 @@ def test_an_input_that_does_not_fit_still_draws_and_says_where_shapes_stop(
     argv = ["show", "res_block", "--registry", str(residual), "--graph", str(out), "--input-shape", "2,3,16,16"]
     code, _, err = run(capsys, *argv)
     assert code == 0
-    assert "zoo: note: shapes stop where the input [2, 3, 16, 16] fails" in err
+    assert "zoo: note: shapes stop at conv1 (Conv2d), where the input [2, 3, 16, 16] fails" in err
     texts = svg_texts(out)
     assert "conv1 · Conv2d" in texts and "(2, 16, 8, 8)" not in texts
+
+
+def test_a_block_that_cannot_run_on_meta_is_named_and_the_shapes_before_it_are_kept(tmp_path: Path) -> None:
+    diagram = zoo.draw("chimera", tmp_path / "chimera.dot")  # FixedHiddenMLP loops on a tensor's value
+    assert diagram.note.startswith("shapes stop at 2 (FixedHiddenMLP), which cannot run on the meta device")
+    shapes = {n.id: n.shape for n in diagram.nodes}
+    assert shapes["0.linear"] == "(2, 16)" and shapes["1"] == "(2, 20)" and shapes["2"] == ""
 
 
 def test_a_bad_extension_exits_2_and_writes_nothing(

@@ -165,6 +165,8 @@ class _Shapes:
         self.of_step: dict[tuple[int, str], str] = {}
         self.input = ""  # the example input's shape
         self.note = ""
+        self.path: dict[int, str] = {}  # id(module) → its dotted path, for the note
+        self.running: list[str] = []  # what is running now, outermost first: the failing one is last
 
     def block(self, tree: Resolved) -> str:
         module = self.module_of.get(id(tree))
@@ -175,7 +177,7 @@ class _Shapes:
 
     @classmethod
     def measure(cls, resolution: Resolution, input_shape: tuple[int, ...] | None) -> _Shapes:
-        from zoo.builder import _Constructor
+        from zoo.builder import _Constructor  # the tree → module map, which construct() keeps to itself
 
         shapes = cls()
         if input_shape is None:
@@ -192,20 +194,27 @@ class _Shapes:
             dtype = getattr(torch, resolution.input_dtype) if resolution.input_dtype else None
             x = torch.empty(input_shape, dtype=dtype)
         shapes.input = shape_text(x)
-        shapes.module_of = {key: constructor.made[key] for key in constructor.made}
+        shapes.module_of = dict(constructor.made)
+        shapes.path = {id(m): f"{n} ({type(m).__name__})" if n else type(m).__name__ for n, m in model.named_modules()}
         graphs = _graphs(resolution.root)
         watched: list[Any] = []
         for module in {id(m): m for m in model.modules()}.values():
-            watched.append(module.register_forward_hook(functools.partial(_record, shapes.of_module)))
+            watched.append(module.register_forward_pre_hook(shapes.enter))
+            watched.append(module.register_forward_hook(shapes.leave))
         for graph in graphs:
             # A dataflow block runs step by step here, so an op's output is seen as well as a child's.
             module = constructor.made[id(graph)]
-            module.__dict__["forward"] = functools.partial(_run_steps, graph, module, shapes.of_step)
+            module.__dict__["forward"] = functools.partial(shapes.run_steps, graph, module)
         try:
             with torch.no_grad():
                 model(x)
         except Exception as err:  # the picture still shows the shapes found before the failure
-            shapes.note = f"shapes stop where the input {list(input_shape)} fails: {str(err).splitlines()[0]}"
+            failed = shapes.running[-1] if shapes.running else "the model"
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if isinstance(err, NotImplementedError) or "meta" in reason.lower():
+                shapes.note = f"shapes stop at {failed}, which cannot run on the meta device: {reason}"
+            else:
+                shapes.note = f"shapes stop at {failed}, where the input {list(input_shape)} fails: {reason}"
         finally:
             for handle in watched:
                 handle.remove()
@@ -213,32 +222,37 @@ class _Shapes:
                 constructor.made[id(graph)].__dict__.pop("forward", None)
         return shapes
 
+    def enter(self, module: nn.Module, _args: Any) -> None:
+        self.running.append(self.path.get(id(module), type(module).__name__))
 
-def _record(table: dict[int, str], module: nn.Module, _args: Any, output: Any) -> None:
-    table[id(module)] = shape_text(output)
+    def leave(self, module: nn.Module, _args: Any, output: Any) -> None:
+        self.running.pop()
+        self.of_module[id(module)] = shape_text(output)
 
+    def run_steps(self, graph: Graph, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        """What the compiled forward of `graph` computes, recording each step's output."""
+        values: dict[str, Any] = dict(zip(graph.inputs, args, strict=False))
+        values.update(kwargs)
+        for name in graph.params:
+            values[name] = module.get_parameter(name)
 
-def _run_steps(graph: Graph, module: nn.Module, table: dict[tuple[int, str], str], *args: Any, **kwargs: Any) -> Any:
-    """What the compiled forward of `graph` computes, recording each step's output."""
-    values: dict[str, Any] = dict(zip(graph.inputs, args, strict=False))
-    values.update(kwargs)
-    for name in graph.params:
-        values[name] = module.get_parameter(name)
+        def value(ref: Ref) -> Any:
+            return values[ref.name] if ref.item is None else values[ref.name][ref.item]
 
-    def value(ref: Ref) -> Any:
-        return values[ref.name] if ref.item is None else values[ref.name][ref.item]
-
-    for step in graph.steps:
-        step_args = [value(r) for r in step.args]
-        step_kwargs = {k: value(r) for k, r in step.kwargs.items()}
-        step_kwargs.update(step.call)
-        if step.fn is not None:
-            result = step.fn(*step_args, **{**step.op_kwargs, **step_kwargs})
-        else:
-            result = module.get_submodule(step.name)(*step_args, **step_kwargs)
-        values[step.name] = result
-        table[(id(graph), step.name)] = shape_text(result)
-    return value(graph.out) if isinstance(graph.out, Ref) else tuple(value(r) for r in graph.out)
+        at = self.path.get(id(module), "").split(" (")[0]
+        for step in graph.steps:
+            step_args = [value(r) for r in step.args]
+            step_kwargs = {k: value(r) for k, r in step.kwargs.items()}
+            step_kwargs.update(step.call)
+            if step.fn is not None:
+                self.running.append(f"{name_path(at, step.name)} (op {step.op})")
+                result = step.fn(*step_args, **{**step.op_kwargs, **step_kwargs})
+                self.running.pop()
+            else:
+                result = module.get_submodule(step.name)(*step_args, **step_kwargs)
+            values[step.name] = result
+            self.of_step[(id(graph), step.name)] = shape_text(result)
+        return value(graph.out) if isinstance(graph.out, Ref) else tuple(value(r) for r in graph.out)
 
 
 def shape_text(value: Any) -> str:
