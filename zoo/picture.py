@@ -558,7 +558,11 @@ def _layout(diagram: Diagram) -> _Layout:
 
     width = max(len(line) for n in diagram.nodes for line in (_heading(n), n.shape)) * _CHAR + 0.16
     width = max(width, 0.8)
-    step = width + 0.22
+    def nesting(box: str) -> int:
+        return 0 if not box else 1 + nesting(diagram.parents.get(box, ""))
+
+    # Room between neighbours for the frames of boxes side by side (parallel branches).
+    step = width + 0.22 + 2 * _BOX_PAD * max((nesting(b) for b in diagram.boxes), default=0)
     x: dict[str, float] = {}
     for number in sorted(rows):  # each node under its feeders, pushed apart where they would overlap
         row = rows[number]
