@@ -222,3 +222,24 @@ def test_import_zoo_imports_neither_networkx_nor_matplotlib() -> None:
     code = "import sys, zoo; print(sorted(m for m in ('networkx', 'matplotlib') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_built_model_is_drawn_from_the_declaration_it_carries(residual: Path, tmp_path: Path) -> None:
+    model = zoo.build("res_block", registry=residual)
+    by_model = zoo.draw(model, tmp_path / "model.dot")
+    by_name = zoo.draw("res_block", tmp_path / "name.dot", registry=residual)
+    assert by_model.nodes == by_name.nodes and by_model.edges == by_name.edges
+    assert (tmp_path / "model.dot").read_text() == (tmp_path / "name.dot").read_text()
+
+
+def test_a_model_zoo_did_not_build_is_refused(tmp_path: Path) -> None:
+    from torch import nn
+
+    with pytest.raises(zoo.ArgumentError, match="this Linear: zoo draws from a declaration"):
+        zoo.draw(nn.Linear(2, 3), tmp_path / "x.svg")
+    assert not (tmp_path / "x.svg").exists()
+
+
+def test_a_bad_input_shape_is_refused(residual: Path, tmp_path: Path) -> None:
+    with pytest.raises(zoo.ArgumentError, match="input_shape must be positive integer sizes"):
+        zoo.draw("res_block", tmp_path / "x.svg", registry=residual, input_shape=(2, 0))

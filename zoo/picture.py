@@ -20,9 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.declarations import Ref
+from zoo import builder, fsio
+from zoo.declarations import Ref, parse_declaration
 from zoo.errors import ArgumentError, MissingDependencyError, ZooError, did_you_mean
-from zoo.resolve import Block, Graph, Resolution, Resolved, Use
+from zoo.lazy import check_shape
+from zoo.registry import USER, Origin, Provider, Registry
+from zoo.resolve import Block, Graph, Resolution, Resolved, Use, resolve
 
 FORMATS = (".svg", ".png", ".dot")
 NODE_BUDGET = 40  # the default depth is the deepest whose picture has at most this many nodes (readable at a glance)
@@ -67,7 +70,7 @@ class Diagram:
 
 
 def draw(
-    target: str | Resolution,
+    target: str | nn.Module | Resolution,
     path: str | Path,
     *,
     input_shape: Sequence[int] | None = None,
@@ -78,7 +81,8 @@ def draw(
     """Draw the dataflow of a declared entry or Python block to `path` (.svg, .png or .dot).
 
     Args:
-        target: a name to resolve (`"tv_resnet18"`), or a Resolution from zoo.resolve.
+        target: a name to resolve (`"tv_resnet18"`), a model zoo built or loaded (drawn from the
+            declaration it carries), or a Resolution from zoo.resolve.
         path: the file to write; its extension picks the format. Written whole or not at all.
         input_shape: the example input whose shapes label the nodes (default: the entry's `input`).
         depth: how many levels of nested blocks to open (1: the top block's children only;
@@ -111,13 +115,13 @@ def draw(
     resolution, name = _resolution(target, registry, overrides or {})
     assert resolution.root is not None
     shape = tuple(input_shape) if input_shape is not None else resolution.input_shape
+    if shape is not None:
+        shape = check_shape(shape)
     shapes = _Shapes.measure(resolution, shape)
     diagram = _diagram(resolution.root, name, shapes, depth)
     diagram.input_shape = shape
     diagram.note = shapes.note
     if suffix == ".dot":
-        from zoo import fsio
-
         with fsio.atomic_file(out) as f:
             f.write(to_dot(diagram).encode())
     else:
@@ -136,21 +140,41 @@ def _require_extra() -> None:
         ) from err
 
 
-def _resolution(target: str | Resolution, registry: Any, overrides: Mapping[str, Any]) -> tuple[Resolution, str]:
+def _resolution(
+    target: str | nn.Module | Resolution, registry: Any, overrides: Mapping[str, Any]
+) -> tuple[Resolution, str]:
+    if isinstance(target, nn.Module):
+        return _of_model(target, builder.registry_for(registry), overrides)
     if isinstance(target, Resolution):
         if target.errors:
             raise target.errors[0]
         if target.root is None:
             raise ArgumentError("the resolution has no tree to draw.")
         return target, _tree_type(target.root)
-    from zoo import builder
-    from zoo.resolve import resolve
-
     reg = builder.registry_for(registry)
     resolution = resolve(reg, reg.resolve(target), overrides, target)
     if resolution.errors:
         raise resolution.errors[0]
     return resolution, target
+
+
+def _of_model(model: nn.Module, reg: Registry, overrides: Mapping[str, Any]) -> tuple[Resolution, str]:
+    """The resolved declaration a zoo-built model carries (as config.json saves it)."""
+    info = builder.build_info(model)
+    if info is None:
+        raise ArgumentError(
+            f"cannot draw this {type(model).__name__}: zoo draws from a declaration, and this model was not built "
+            "by zoo (it has no zoo_info). Draw the name it was built from, or build it with zoo.build."
+        )
+    if overrides:
+        raise ArgumentError(f"overrides apply to a name to resolve; '{info.name}' is already built.")
+    entry = parse_declaration(info.name, info.declaration, f"<{info.name}: zoo_info>")
+    resolution = resolve(reg, Provider(info.name, Origin(USER), entry=entry), {}, info.name)
+    if resolution.errors:
+        raise resolution.errors[0]
+    resolution.input_shape = info.input_shape
+    resolution.input_dtype = info.input_dtype
+    return resolution, info.name
 
 
 # --- shapes: one pass on the meta device -------------------------------------------------------
@@ -177,14 +201,12 @@ class _Shapes:
 
     @classmethod
     def measure(cls, resolution: Resolution, input_shape: tuple[int, ...] | None) -> _Shapes:
-        from zoo.builder import _Constructor  # the tree → module map, which construct() keeps to itself
-
         shapes = cls()
         if input_shape is None:
             shapes.note = "no example input: pass --input-shape for shapes"
             return shapes
         assert resolution.root is not None
-        constructor = _Constructor()
+        constructor = builder._Constructor()  # not construct(): its tree → module map gives each node its shape
         with torch.device("meta"):
             try:
                 model = constructor.module(resolution.root)
@@ -558,6 +580,7 @@ def _layout(diagram: Diagram) -> _Layout:
 
     width = max(len(line) for n in diagram.nodes for line in (_heading(n), n.shape)) * _CHAR + 0.16
     width = max(width, 0.8)
+
     def nesting(box: str) -> int:
         return 0 if not box else 1 + nesting(diagram.parents.get(box, ""))
 
@@ -623,8 +646,6 @@ def _render(diagram: Diagram, out: Path, fmt: str) -> None:
     from matplotlib import patches, rc_context
     from matplotlib.figure import Figure
     from matplotlib.path import Path as Line
-
-    from zoo import fsio
 
     lay = _layout(diagram)
     half_w, half_h = lay.width / 2, _NODE_H / 2
