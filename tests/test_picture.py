@@ -33,7 +33,7 @@ add = { op = "add", in = ["bn2", "downsample"] }
 relu_out = { op = "relu" }
 """  # noqa: E501
 
-# Two halves of the channels through different layers, then joined: tuple items and a parameter.
+# Two halves of the features through different layers, then joined: tuple items and a parameter.
 HALVES = """
 [halves]
 input = [3, 8]
@@ -41,8 +41,8 @@ params = { scale = [4] }
 [halves.layers]
 parts = { op = "chunk", chunks = 2, dim = 1 }
 left = { type = "Linear", in_features = 4, out_features = 4, in = "parts[0]" }
-right = { op = "mul", in = ["parts[1]", "scale"] }
-joined = { op = "cat", in = ["left", "right"], dim = 1 }
+right = { op = "mul", in = { a = "parts[1]", b = "scale" } }
+output = { op = "cat", in = ["left", "right"], dim = 1 }   # named like the picture's own output node
 """
 
 
@@ -87,9 +87,9 @@ def test_svg_names_every_node_with_its_output_shape(
 def test_edges_are_the_values_each_node_takes(residual: Path, tmp_path: Path) -> None:
     diagram = zoo.draw("res_block", tmp_path / "a.svg", registry=residual)
     edges = {(e.src, e.dst) for e in diagram.edges}
-    assert ("input:x", "conv1") in edges and ("input:x", "downsample.0") in edges  # the skip
+    assert (".input.x", "conv1") in edges and (".input.x", "downsample.0") in edges  # the skip
     assert ("bn2", "add") in edges and ("downsample.1", "add") in edges  # the merge
-    assert ("relu_out", "output") in edges
+    assert ("relu_out", ".output") in edges
     assert len(diagram.edges) == 11
 
 
@@ -99,7 +99,7 @@ def test_a_child_left_out_by_when_is_drawn_as_the_value_it_stands_for(residual: 
         input_shape=(2, 16, 8, 8),
     )  # fmt: skip
     assert not any(n.id.startswith("downsample") for n in diagram.nodes)
-    assert {(e.src, e.dst) for e in diagram.edges if e.dst == "add"} == {("bn2", "add"), ("input:x", "add")}
+    assert {(e.src, e.dst) for e in diagram.edges if e.dst == "add"} == {("bn2", "add"), (".input.x", "add")}
     assert {n.id: n.shape for n in diagram.nodes}["add"] == "(2, 16, 8, 8)"
 
 
@@ -112,13 +112,14 @@ def test_depth_1_draws_a_nested_block_whole(residual: Path, tmp_path: Path) -> N
     assert "downsample · Sequential" in svg_texts(tmp_path / "a.svg")
 
 
-def test_tuple_items_and_parameters_are_labelled_edges(write_toml: Callable[..., Path], tmp_path: Path) -> None:
+def test_items_keywords_and_parameters_are_labelled_edges(write_toml: Callable[..., Path], tmp_path: Path) -> None:
     diagram = zoo.draw("halves", tmp_path / "h.svg", registry=write_toml(HALVES))
     edges = {(e.src, e.dst, e.label) for e in diagram.edges}
-    assert ("parts", "left", "[0]") in edges and ("parts", "right", "[1]") in edges
-    assert ("param:scale", "right", "") in edges
+    assert ("parts", "left", "[0]") in edges and ("parts", "right", "a[1]") in edges
+    assert ("scale", "right", "b") in edges and ("output", ".output", "") in edges
     shapes = {n.id: n.shape for n in diagram.nodes}
-    assert shapes["parts"] == "(3, 4), (3, 4)" and shapes["joined"] == "(3, 8)" and shapes["param:scale"] == "(4)"
+    assert shapes["parts"] == "(3, 4), (3, 4)" and shapes["scale"] == "(4)"
+    assert shapes["output"] == shapes[".output"] == "(3, 8)"
 
 
 def test_png_is_a_real_image(capsys: pytest.CaptureFixture[str], residual: Path, tmp_path: Path) -> None:
@@ -141,7 +142,7 @@ def test_dot_is_graphviz_text_and_needs_no_extra(
     assert code == 0, err
     text = out.read_text()
     assert text.startswith('digraph "res_block" {')
-    assert '"input:x" -> "downsample.0";' in text and '"downsample.1" -> "add";' in text
+    assert '".input.x" -> "downsample.0";' in text and '"downsample.1" -> "add";' in text
     assert 'subgraph "cluster_downsample" {' in text
     assert '"conv1" [label="conv1 · Conv2d\\n(2, 16, 8, 8)", shape=box];' in text
 

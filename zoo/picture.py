@@ -36,7 +36,7 @@ CHAINS = ("Sequential", "MySequential")  # blocks whose forward runs their child
 class Node:
     """One box of the picture."""
 
-    id: str  # the dotted path in the model ("layer1.0.conv1"), or "input:x", "param:w", "output"
+    id: str  # the dotted path in the model ("layer1.0.conv1", a parameter's key), or ".input.x", ".output"
     title: str  # the name as declared
     kind: str  # "input", "param", "block" (drawn whole), "op" or "output"
     type: str  # the block type or op name ("" for inputs and outputs)
@@ -365,15 +365,16 @@ class _Drawer:
         feeds = []
         for index, name in enumerate(inputs):
             shape = self.shapes.input if index == 0 else ""
-            node = self.node(f"input:{name}", name, "input", "", shape, "")
+            node = self.node(f".input.{name}", name, "input", "", shape, "")
             feeds.append([(node.id, "")])
         if _opens(root):
             out = self.inside(root, "", 0, feeds, {}, "")
         else:
             out = self.whole(root, _tree_type(root), name_path("", _tree_type(root)), feeds, {}, "")
-        self.node("output", "output", "output", "", self.shapes.block(root), "")
+        # Ids starting with "." are no module's path, so no child can be mistaken for these.
+        self.node(".output", "output", "output", "", self.shapes.block(root), "")
         for src, label in out:
-            self.diagram.edges.append(Edge(src, "output", label))
+            self.diagram.edges.append(Edge(src, ".output", label))
         return self.diagram
 
     def node(self, id: str, title: str, kind: str, type: str, shape: str, box: str, closed: bool = False) -> Node:
@@ -428,7 +429,7 @@ class _Drawer:
             given = args[index] if index < len(args) else kwargs.get(name, [])
             values[name] = list(given)
         for name, dims in tree.params.items():
-            node = self.node(name_path(path, name, "param:"), name, "param", "parameter", _dims(dims), box)
+            node = self.node(name_path(path, name), name, "param", "parameter", _dims(dims), box)
             values[name] = [(node.id, "")]
 
         def value(ref: Ref) -> _Value:
@@ -453,9 +454,9 @@ class _Drawer:
         return [feed for ref in outs for feed in value(ref)]
 
 
-def name_path(path: str, name: str, prefix: str = "") -> str:
+def name_path(path: str, name: str) -> str:
     """The dotted path of `name` inside `path` (the module path a state-dict key starts with)."""
-    return prefix + (f"{path}.{name}" if path else name)
+    return f"{path}.{name}" if path else name
 
 
 def _dims(dims: Sequence[int]) -> str:
