@@ -244,3 +244,10 @@ def test_a_model_zoo_did_not_build_is_refused(tmp_path: Path) -> None:
 def test_a_bad_input_shape_is_refused(residual: Path, tmp_path: Path) -> None:
     with pytest.raises(zoo.ArgumentError, match="input_shape must be positive integer sizes"):
         zoo.draw("res_block", tmp_path / "x.svg", registry=residual, input_shape=(2, 0))
+
+
+def test_the_same_declaration_draws_the_same_bytes(residual: Path, tmp_path: Path) -> None:
+    # Pictures kept in a repository (docs/) change only when the model does.
+    for name in ("a.svg", "b.svg"):
+        zoo.draw("res_block", tmp_path / name, registry=residual)
+    assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
