@@ -652,35 +652,29 @@ def _render(diagram: Diagram, out: Path, fmt: str) -> None:
     half_w, half_h = lay.width / 2, _NODE_H / 2
     nodes = {n.id: n for n in diagram.nodes}
 
-    # Boxes of expanded blocks: around their nodes and the boxes inside them, innermost first.
-    extent: dict[str, list[float]] = {}
-    for node in diagram.nodes:
-        box = node.box
-        while box:
-            x0, x1 = lay.x[node.id] - half_w, lay.x[node.id] + half_w
-            y0, y1 = lay.y[node.id] - half_h, lay.y[node.id] + half_h
-            e = extent.setdefault(box, [x0, x1, y0, y1])
-            e[:] = [min(e[0], x0), max(e[1], x1), min(e[2], y0), max(e[3], y1)]
-            box = diagram.parents.get(box, "")
-
     def nesting(box: str) -> int:
         return 0 if not box else 1 + nesting(diagram.parents.get(box, ""))
 
-    def inner_levels(box: str) -> int:
-        kids = [b for b, p in diagram.parents.items() if p == box]
-        return 1 + max((inner_levels(k) for k in kids), default=0)
-
-    frames = {}
-    for box, (x0, x1, y0, y1) in extent.items():
-        levels = inner_levels(box)
-        frames[box] = (
-            x0 - _BOX_PAD * levels,
-            x1 + _BOX_PAD * levels,
-            y0 - _BOX_PAD * levels,
-            y1 + (_BOX_PAD + _BOX_LABEL) * levels,
-        )
-    xs = [lay.x[n] - half_w for n in nodes] + [f[0] for f in frames.values()]
-    xe = [lay.x[n] + half_w for n in nodes] + [f[1] for f in frames.values()]
+    # Boxes of expanded blocks: around their own nodes and the boxes inside them, innermost first,
+    # each one padding wider (the room _layout left where boxes open and close).
+    frames: dict[str, tuple[float, float, float, float]] = {}
+    for box in sorted(diagram.boxes, key=nesting, reverse=True):
+        parts = [
+            (lay.x[n.id] - half_w, lay.x[n.id] + half_w, lay.y[n.id] - half_h, lay.y[n.id] + half_h)
+            for n in diagram.nodes
+            if n.box == box
+        ]
+        parts += [frames[b] for b, p in diagram.parents.items() if p == box and b in frames]
+        if parts:
+            frames[box] = (
+                min(p[0] for p in parts) - _BOX_PAD,
+                max(p[1] for p in parts) + _BOX_PAD,
+                min(p[2] for p in parts) - _BOX_PAD,
+                max(p[3] for p in parts) + _BOX_PAD + _BOX_LABEL,
+            )
+    bends = [lay.x[d] for _, chain in lay.routes for d in chain[1:-1]]
+    xs = [lay.x[n] - half_w for n in nodes] + [f[0] for f in frames.values()] + bends
+    xe = [lay.x[n] + half_w for n in nodes] + [f[1] for f in frames.values()] + bends
     ys = [lay.y[n] - half_h for n in nodes] + [f[2] for f in frames.values()]
     ye = [lay.y[n] + half_h for n in nodes] + [f[3] for f in frames.values()]
     margin = 0.15
