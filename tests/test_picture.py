@@ -251,3 +251,10 @@ def test_the_same_declaration_draws_the_same_bytes(residual: Path, tmp_path: Pat
     for name in ("a.svg", "b.svg"):
         zoo.draw("res_block", tmp_path / name, registry=residual)
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
+
+
+def test_a_folder_that_is_not_there_exits_2(capsys: pytest.CaptureFixture[str], residual: Path, tmp_path: Path) -> None:
+    out = tmp_path / "no" / "block.svg"
+    code, stdout, err = run(capsys, "show", "res_block", "--registry", str(residual), "--graph", str(out))
+    assert code == 2 and stdout == ""
+    assert f"cannot draw to '{out}': there is no folder '{out.parent}'" in err

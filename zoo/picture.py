@@ -75,18 +75,19 @@ def draw(
     *,
     input_shape: Sequence[int] | None = None,
     depth: int | None = None,
-    registry: Any = None,
+    registry: builder.RegistryArg = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Diagram:
-    """Draw the dataflow of a declared entry or Python block to `path` (.svg, .png or .dot).
+    """Draw the dataflow of a declared entry, a Python block or a zoo-built model to `path`.
 
     Args:
         target: a name to resolve (`"tv_resnet18"`), a model zoo built or loaded (drawn from the
             declaration it carries), or a Resolution from zoo.resolve.
-        path: the file to write; its extension picks the format. Written whole or not at all.
+        path: the file to write; its extension picks the format: .svg, .png or .dot (Graphviz
+            text, which needs no extra). Written whole or not at all.
         input_shape: the example input whose shapes label the nodes (default: the entry's `input`).
         depth: how many levels of nested blocks to open (1: the top block's children only;
-            default: the deepest that keeps the picture to about 120 nodes).
+            default: the deepest that keeps the picture to about 40 nodes).
         registry: extra registry file(s), as for zoo.build.
         overrides: values for the entry's `args`.
 
@@ -94,7 +95,8 @@ def draw(
         The Diagram drawn: its nodes, edges and boxes.
 
     Raises:
-        ArgumentError: an extension other than .svg, .png or .dot, or a depth below 1.
+        ArgumentError: an extension other than .svg, .png or .dot, a folder that is not there,
+            a depth below 1, or a bad input shape.
         MissingDependencyError: .svg or .png without the `zoo[graph]` extra installed.
         UnknownNameError, SpecError, …: the name does not resolve (as `zoo check` reports it).
 
@@ -108,6 +110,8 @@ def draw(
             f"cannot draw to '{out}': the format comes from the extension, one of {', '.join(FORMATS)}."
             f"{did_you_mean(suffix, FORMATS)}"
         )
+    if not out.parent.is_dir():
+        raise ArgumentError(f"cannot draw to '{out}': there is no folder '{out.parent}'.")
     if depth is not None and depth < 1:
         raise ArgumentError(f"depth must be 1 or more (1 draws the top block's children), got {depth}.")
     if suffix != ".dot":
@@ -121,11 +125,14 @@ def draw(
     diagram = _diagram(resolution.root, name, shapes, depth)
     diagram.input_shape = shape
     diagram.note = shapes.note
-    if suffix == ".dot":
-        with fsio.atomic_file(out) as f:
-            f.write(to_dot(diagram).encode())
-    else:
-        _render(diagram, out, suffix[1:])
+    try:
+        if suffix == ".dot":
+            with fsio.atomic_file(out) as f:
+                f.write(to_dot(diagram).encode())
+        else:
+            _render(diagram, out, suffix[1:])
+    except OSError as err:
+        raise ArgumentError(f"cannot write '{out}': {err.strerror or err}.") from err
     return diagram
 
 
@@ -141,10 +148,12 @@ def _require_extra() -> None:
 
 
 def _resolution(
-    target: str | nn.Module | Resolution, registry: Any, overrides: Mapping[str, Any]
+    target: str | nn.Module | Resolution, registry: builder.RegistryArg, overrides: Mapping[str, Any]
 ) -> tuple[Resolution, str]:
+    if overrides and not isinstance(target, str):
+        raise ArgumentError("overrides apply to a name to resolve; a model or a resolution has its arguments already.")
     if isinstance(target, nn.Module):
-        return _of_model(target, builder.registry_for(registry), overrides)
+        return _of_model(target, builder.registry_for(registry))
     if isinstance(target, Resolution):
         if target.errors:
             raise target.errors[0]
@@ -158,7 +167,7 @@ def _resolution(
     return resolution, target
 
 
-def _of_model(model: nn.Module, reg: Registry, overrides: Mapping[str, Any]) -> tuple[Resolution, str]:
+def _of_model(model: nn.Module, reg: Registry) -> tuple[Resolution, str]:
     """The resolved declaration a zoo-built model carries (as config.json saves it)."""
     info = builder.build_info(model)
     if info is None:
@@ -166,8 +175,6 @@ def _of_model(model: nn.Module, reg: Registry, overrides: Mapping[str, Any]) -> 
             f"cannot draw this {type(model).__name__}: zoo draws from a declaration, and this model was not built "
             "by zoo (it has no zoo_info). Draw the name it was built from, or build it with zoo.build."
         )
-    if overrides:
-        raise ArgumentError(f"overrides apply to a name to resolve; '{info.name}' is already built.")
     entry = parse_declaration(info.name, info.declaration, f"<{info.name}: zoo_info>")
     resolution = resolve(reg, Provider(info.name, Origin(USER), entry=entry), {}, info.name)
     if resolution.errors:
