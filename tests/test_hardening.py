@@ -406,7 +406,8 @@ def test_8_a_config_json_larger_than_listed_is_refused_before_parsing(server: Hu
 def test_5_hostile_json_through_the_hub_is_refused_within_its_size_limit(server: HubServer, tmp_path: Path) -> None:
     _seed_repo(server, tmp_path, "org/deep")
     server.put_files("org/deep", {"config.json": b'{"declaration": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"})
-    with pytest.raises(WeightsError, match=r"config\.json: nested more than 100 levels deep at declaration"):
+    # zoo.pull reads config.json alone first, and refuses the repo on it (HubError: not a zoo model, and why).
+    with pytest.raises(ZooError, match=r"config\.json: nested more than 100 levels deep at declaration"):
         _pull(server, tmp_path, "org/deep")
     index = b'{"weight_map": {"a": ' + b"9" * 5000 + b"}}"
     server.put_files("org/deep", {"model.safetensors": None, "model.safetensors.index.json": index})
@@ -527,5 +528,7 @@ def test_mmap_false_keeps_the_weights_when_the_file_is_overwritten_in_place(tmp_
     _zero_the_data(folder / "model.safetensors")
     assert all(torch.equal(before[k], v) for k, v in private.state_dict().items())
     assert private[2] is private[4]  # ties survive the copy
-    # The trade-off mmap=True makes, as the README says: the live weights follow the file.
-    assert all(v.abs().sum() == 0 for v in mapped.state_dict().values())
+    # The trade-off mmap=True makes, as the README says: the live weights follow the file. (Small
+    # tensors that sit off the 64-byte boundary are copied at load, for bit-exact results.)
+    aligned = [v for v in mapped.state_dict().values() if v.numel() * v.element_size() % 64 == 0]
+    assert aligned and all(v.abs().sum() == 0 for v in aligned)
