@@ -404,13 +404,16 @@ def test_8_a_config_json_larger_than_listed_is_refused_before_parsing(server: Hu
 
 
 def test_5_hostile_json_through_the_hub_is_refused_within_its_size_limit(server: HubServer, tmp_path: Path) -> None:
-    _seed_repo(server, tmp_path, "org/deep")
+    files = _seed_repo(server, tmp_path, "org/deep")
     server.put_files("org/deep", {"config.json": b'{"declaration": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"})
     # zoo.pull reads config.json alone first, and refuses the repo on it (HubError: not a zoo model, and why).
     with pytest.raises(ZooError, match=r"config\.json: nested more than 100 levels deep at declaration"):
         _pull(server, tmp_path, "org/deep")
     index = b'{"weight_map": {"a": ' + b"9" * 5000 + b"}}"
-    server.put_files("org/deep", {"model.safetensors": None, "model.safetensors.index.json": index})
+    server.put_files(
+        "org/deep",
+        {"config.json": files["config.json"], "model.safetensors": None, "model.safetensors.index.json": index},
+    )
     with pytest.raises(HubError, match=r"the integer at weight_map\.a has more than 40 digits"):
         _pull(server, tmp_path, "org/deep")
 
