@@ -304,6 +304,11 @@ def test_build_keywords_stay_out_of_the_arguments_way() -> None:
         ('a = { op = "relu", in = "@x" }', "a value is named without '@'"),
         ('a = { op = "transpose", dim0 = 1 }', "op 'transpose' is missing required argument 'dim1'"),
         ('a = { type = "ReLU", when = "${1}" }\nb = { op = "relu" }', "`when` must be true or false"),
+        ('a = { op = "relu", inplace = true }', "inplace = true would overwrite 'x', which is an input"),
+        (
+            'a = "ReLU"\nb = { op = "relu", inplace = true }\nc = { op = "add", in = ["a", "b"] }',
+            "inplace = true would overwrite 'a', which other children also take",
+        ),
     ],
 )
 def test_dataflow_mistakes(write_toml: Callable[..., Path], layers: str, message: str) -> None:

@@ -19,9 +19,13 @@ Tensor = torch.Tensor
 # --- arithmetic and merges ------------------------------------------------------------------
 
 
-def add(a: Tensor, b: Tensor) -> Tensor:
-    """a + b (broadcasting): a residual, or token plus position embeddings."""
-    return a + b
+def add(a: Tensor, b: Tensor, *, inplace: bool = False) -> Tensor:
+    """a + b (broadcasting): a residual, or token plus position embeddings.
+
+    inplace = true writes the sum into a (torchvision's `out += identity`); zoo allows it only
+    where nothing else takes a.
+    """
+    return a.add_(b) if inplace else a + b
 
 
 def sub(a: Tensor, b: Tensor) -> Tensor:
@@ -120,9 +124,9 @@ def identity(x: Tensor) -> Tensor:
 # --- activations, normalisation, pooling ------------------------------------------------------
 
 
-def relu(x: Tensor) -> Tensor:
-    """max(x, 0)."""
-    return F.relu(x)
+def relu(x: Tensor, *, inplace: bool = False) -> Tensor:
+    """max(x, 0); inplace = true overwrites x (allowed only where nothing else takes x)."""
+    return F.relu(x, inplace=inplace)
 
 
 def gelu(x: Tensor, *, approximate: str = "none") -> Tensor:

@@ -582,6 +582,7 @@ class _Resolver:
                 continue
         self.values = outer
         out = self.out(node, known, previous)
+        self.check_inplace(steps, out, node)
         graph = Graph(
             name, node.inputs, tuple(steps), out, params, node.tie, self.init(node.init, scope), shared, where
         )
@@ -693,6 +694,30 @@ class _Resolver:
             return tuple(self.ref(r, known, f"{where} -> out") for r in node.out)
         except _Broken:
             return previous
+
+    def check_inplace(self, steps: list[Step], out: tuple[Ref, ...] | Ref, node: Node) -> None:
+        """An op that overwrites its first input may do so only where no other step (and no output) takes it."""
+        takers: dict[str, int] = {}
+        for ref in (
+            *(r for s in steps for r in (*s.args, *s.kwargs.values())),
+            *(out if isinstance(out, tuple) else (out,)),
+        ):
+            takers[ref.name] = takers.get(ref.name, 0) + 1
+        for step in steps:
+            if step.op_kwargs.get("inplace") is True and step.args:
+                first = step.args[0].name
+                if first in node.inputs or first in node.params or takers.get(first, 0) > 1:
+                    self.errors.append(
+                        SpecError(
+                            f"{step.where}: inplace = true would overwrite '{first}', which "
+                            + (
+                                "is an input or parameter of the block"
+                                if takers.get(first, 0) <= 1
+                                else "other children also take"
+                            )
+                            + "; drop inplace, or overwrite a value nothing else uses."
+                        )
+                    )
 
     def check_ties(self, graph: Graph, node: Node) -> None:
         names = {s.name for s in graph.steps} | set(graph.params)
