@@ -147,3 +147,14 @@ def test_the_installed_script_runs_in_a_fresh_process() -> None:
     script = Path(sys.executable).with_name("zoo")
     done = subprocess.run([str(script), "build", "chimra"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Did you mean 'chimera'?" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_reader_that_stops_early_is_no_error() -> None:
+    # `zoo show NAME | head -1`: the pipe closes after one line.
+    zoo = Path(sys.executable).with_name("zoo")
+    done = subprocess.run(
+        f"'{zoo}' show tv_densenet121 | head -1", shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.startswith("# tv_densenet121") and "error" not in done.stderr
+    piped = subprocess.run([str(zoo), "show", "tv_densenet121"], capture_output=True, timeout=120)
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) > 100  # a long output, so head closes early

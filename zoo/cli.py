@@ -484,6 +484,10 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `zoo show NAME | head`: the reader has what it wanted
+        # Python would complain again while flushing stdout at exit; point it at nothing instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # a bug in zoo or a plugin: say so in one line unless debugging
         if os.environ.get("ZOO_DEBUG"):
             raise
