@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from zoo import initrules
-from zoo.errors import CycleError, ShapeError, ZooError
+from zoo.errors import CycleError, ShapeError, ZooError, meta_limit
 from zoo.registry import Provider, Registry
 from zoo.resolve import Resolution, resolve
 
@@ -111,7 +111,7 @@ def run_on_meta(model: nn.Module, x: torch.Tensor, name: str) -> ShapeError | No
             model(x)
         return None
     except Exception as err:  # a user's declaration failing inside torch: reported, never raised raw
-        if isinstance(err, NotImplementedError) or "meta" in str(err).lower():
+        if meta_limit(err):
             return None
         failed, module, inputs = running[-1] if running else ("", model, _shapes((x,)))
         message = (

@@ -105,3 +105,9 @@ def listing(names: Iterable[str], limit: int = 12) -> str:
     if len(shown) > limit:
         text += f", … ({len(shown) - limit} more)"
     return text or "(none)"
+
+
+def meta_limit(err: BaseException) -> bool:
+    """Whether an error from a forward on the meta device says only that meta tensors have no data
+    (`.item()`, a loop on a value, an op without a meta kernel), not that the model or input is wrong."""
+    return isinstance(err, NotImplementedError) or "meta" in str(err).lower()

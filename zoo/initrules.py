@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
-from zoo.errors import SpecError
+from zoo.errors import SpecError, meta_limit
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def check_rule(rule: BoundRule, param: str, shape: tuple[int, ...] | None, dtype
     try:
         _try(rule, torch.empty(shape, dtype=dtype, device="meta"))
     except Exception as err:
-        if not _is_meta_limit(err):
+        if not meta_limit(err):
             raise _cannot(rule, param, f"{type(err).__name__}: {err}", shape) from None
         if not small:
             return  # meta cannot run it and a real tensor that large costs too much: the build will tell
@@ -177,12 +177,6 @@ def _run(rule: BoundRule, param: str, tensor: torch.Tensor) -> None:
 def _try(rule: BoundRule, tensor: torch.Tensor) -> None:
     with torch.no_grad():
         rule.fn(tensor, **rule.kwargs)
-
-
-def _is_meta_limit(err: Exception) -> bool:
-    """Whether the error says only that meta tensors have no data (.item(), a copy out), not the rule is wrong."""
-    text = str(err).lower()
-    return isinstance(err, NotImplementedError) or "meta" in text
 
 
 def _cannot(rule: BoundRule, param: str, why: str, shape: tuple[int, ...] | None = None) -> SpecError:

@@ -22,7 +22,7 @@ from torch import nn
 
 from zoo import builder, fsio
 from zoo.declarations import Ref, parse_declaration
-from zoo.errors import ArgumentError, MissingDependencyError, ZooError, did_you_mean
+from zoo.errors import ArgumentError, MissingDependencyError, ZooError, did_you_mean, meta_limit
 from zoo.lazy import check_shape
 from zoo.registry import USER, Origin, Provider, Registry
 from zoo.resolve import Block, Graph, Resolution, Resolved, Use, resolve
@@ -240,7 +240,7 @@ class _Shapes:
         except Exception as err:  # the picture still shows the shapes found before the failure
             failed = shapes.running[-1] if shapes.running else "the model"
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            if isinstance(err, NotImplementedError) or "meta" in reason.lower():
+            if meta_limit(err):
                 shapes.note = f"shapes stop at {failed}, which cannot run on the meta device: {reason}"
             else:
                 shapes.note = f"shapes stop at {failed}, where the input {list(input_shape)} fails: {reason}"
