@@ -16,8 +16,6 @@ import fnmatch
 import functools
 import inspect
 import math
-import types
-import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +25,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
 from zoo.errors import SpecError, meta_limit
+from zoo.signatures import describe_type, fits, type_hints
 
 
 @dataclass(frozen=True)
@@ -127,10 +126,12 @@ def check_rule(rule: BoundRule, param: str, shape: tuple[int, ...] | None, dtype
             signature.bind(torch.empty(0, device="meta"), **rule.kwargs)
         except TypeError as err:
             raise _cannot(rule, param, f"{err}") from None
-        hints = _hints(rule.fn)
+        hints = type_hints(rule.fn)
         for key, value in rule.kwargs.items():
-            if key in hints and _fits(value, hints[key]) is False:
-                raise _cannot(rule, param, f"`{key}` must be {_name(hints[key])}, got {type(value).__name__} {value!r}")
+            if key in hints and fits(value, hints[key]) is False:
+                raise _cannot(
+                    rule, param, f"`{key}` must be {describe_type(hints[key])}, got {type(value).__name__} {value!r}"
+                )
     if shape is None:
         return
     dtype = dtype or torch.get_default_dtype()
@@ -192,38 +193,3 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return inspect.signature(fn)
     except (TypeError, ValueError):
         return None
-
-
-@functools.cache
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(fn)
-    except Exception:  # unresolvable annotations: nothing to check against
-        return {}
-
-
-def _fits(value: Any, expected: Any) -> bool | None:
-    """Whether a TOML value fits an annotation: False only when it surely does not."""
-    origin = typing.get_origin(expected)
-    if origin is typing.Union or origin is types.UnionType:
-        results = [_fits(value, arg) for arg in typing.get_args(expected)]
-        return None if any(r is not False for r in results) else False
-    if origin is typing.Literal:
-        return value in typing.get_args(expected)
-    if expected is type(None):
-        return value is None
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is str:
-        return isinstance(value, str)
-    return None
-
-
-def _name(expected: Any) -> str:
-    if typing.get_origin(expected) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(expected))
-    return getattr(expected, "__name__", str(expected))

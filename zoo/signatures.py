@@ -44,7 +44,7 @@ def check_call(
         errors.append(
             ArgumentError(f"{at}: {where}: {type_name} takes no child blocks, but `layers` gives {n_layers}.")
         )
-    hints = _type_hints(provider.factory)
+    hints = type_hints(provider.factory)
     misspelt = set()  # a missing name that an unknown key misspells is one mistake, reported once
     for key, value in kwargs.items():
         key_at = key_locs.get(key, at)
@@ -58,10 +58,11 @@ def check_call(
             )
             continue
         expected = hints.get(key)
-        if value is not UNRESOLVED and expected is not None and _matches(value, expected) is False:
+        if value is not UNRESOLVED and expected is not None and fits(value, expected) is False:
             errors.append(
                 ArgumentError(
-                    f"{key_at}: {where} -> {key}: {type_name} expects {_type_name(expected)}, got {_describe(value)}."
+                    f"{key_at}: {where} -> {key}: {type_name} expects {describe_type(expected)}, "
+                    f"got {_describe(value)}."
                 )
             )
     for name, param in named.items():
@@ -96,7 +97,7 @@ def check_op_call(
         names = ", ".join(p.name for p in positional) + (", ..." if varargs else "")
         errors.append(ArgumentError(f"{where}: op '{op}' takes {takes} inputs ({names}), but `in` gives {n_inputs}."))
     named = {p.name: p for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    hints = _type_hints(fn)
+    hints = type_hints(fn)
     for key, value in kwargs.items():
         if key not in named:
             errors.append(
@@ -108,9 +109,9 @@ def check_op_call(
             )
             continue
         expected = hints.get(key)
-        if value is not UNRESOLVED and expected is not None and _matches(value, expected) is False:
+        if value is not UNRESOLVED and expected is not None and fits(value, expected) is False:
             errors.append(
-                ArgumentError(f"{where} -> {key}: op '{op}' expects {_type_name(expected)}, got {_describe(value)}.")
+                ArgumentError(f"{where} -> {key}: op '{op}' expects {describe_type(expected)}, got {_describe(value)}.")
             )
     for p in params:
         if p.kind is p.KEYWORD_ONLY and p.default is p.empty and p.name not in kwargs:
@@ -158,9 +159,9 @@ def children_style(factory: Callable[..., Any]) -> str | None:
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if not positional:
         return None
-    hint = _type_hints(factory).get(positional[0].name)
+    hint = type_hints(factory).get(positional[0].name)
     blocks: tuple[Any, ...] = ([], {})  # what `layers` would pass: a list or an OrderedDict
-    scalar = hint is not None and all(_matches(v, hint) is not True for v in blocks)
+    scalar = hint is not None and all(fits(v, hint) is not True for v in blocks)
     return None if scalar else "one"  # a first argument typed bool/int/str cannot take blocks
 
 
@@ -168,7 +169,7 @@ def children_style(factory: Callable[..., Any]) -> str | None:
 
 
 @functools.cache
-def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+def type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
     target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
     try:
         return typing.get_type_hints(target)
@@ -183,12 +184,14 @@ def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
             return {}
 
 
-def _matches(value: Any, expected: Any) -> bool | None:
+def fits(value: Any, expected: Any) -> bool | None:
     """Whether a TOML value fits an annotation: True, False, or None when zoo cannot tell."""
     origin = typing.get_origin(expected)
     if origin is typing.Union or origin is types.UnionType:
-        results = [_matches(value, arg) for arg in typing.get_args(expected)]
+        results = [fits(value, arg) for arg in typing.get_args(expected)]
         return True if any(r is not False for r in results) else False
+    if origin is typing.Literal:
+        return value in typing.get_args(expected)
     if expected is typing.Any:
         return True
     if expected is type(None):
@@ -208,12 +211,10 @@ def _matches(value: Any, expected: Any) -> bool | None:
         if not args:
             return True
         if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(v, args[0]) is not False for v in value)
+            return all(fits(v, args[0]) is not False for v in value)
         if origin is tuple:
-            return len(args) == len(value) and all(
-                _matches(v, a) is not False for v, a in zip(value, args, strict=True)
-            )
-        return all(_matches(v, args[0]) is not False for v in value)
+            return len(args) == len(value) and all(fits(v, a) is not False for v, a in zip(value, args, strict=True))
+        return all(fits(v, args[0]) is not False for v in value)
     return None  # a class zoo cannot build from TOML (torch.dtype, nn.Module, ...): don't guess
 
 
@@ -226,10 +227,13 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _type_name(expected: Any) -> str:
+def describe_type(expected: Any) -> str:
+    """An annotation as a user reads it: "int or None", "one of 'fan_in', 'fan_out'"."""
     origin = typing.get_origin(expected)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(expected))
     if origin is typing.Union or origin is types.UnionType:
-        return " or ".join(_type_name(a) for a in typing.get_args(expected))
+        return " or ".join(describe_type(a) for a in typing.get_args(expected))
     if expected is type(None):
         return "None"
     return getattr(expected, "__name__", str(expected))
