@@ -114,6 +114,7 @@ def _build_for_round_trip(name: str) -> tuple[nn.Module, tuple[int, ...] | None]
 _LOADER = textwrap.dedent(
     """
     import json, sys, torch, zoo
+    torch.set_num_threads(1)  # one reduction order: with more, a busy machine can change the last bit
     jobs = json.loads(sys.argv[1])
     for job in jobs:
         model = zoo.load(job["dir"])
@@ -148,8 +149,13 @@ def _round_trip(names: list[str], tmp: Path) -> dict[str, tuple[nn.Module, Any, 
             torch.manual_seed(1)
             x = builder.example_input(model.zoo_info, shape)  # floats, or token ids where the entry says so
             zoo.save_tensors(x, tmp / f"{name}.input")
-        with torch.no_grad():
-            ours[name] = (model, model(x) if x is not None else None)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the fresh process does: bit-identity is about the weights, not threads
+        try:
+            with torch.no_grad():
+                ours[name] = (model, model(x) if x is not None else None)
+        finally:
+            torch.set_num_threads(threads)
         zoo.save(model, tmp / name)
         jobs.append(
             {
