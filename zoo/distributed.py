@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer
 
 from zoo import builder, fsio, lazy, weights
 from zoo.builder import RegistryArg
@@ -304,7 +304,7 @@ def _fill_buffers(
     wanted = [key for key, _ in model.named_buffers(remove_duplicate=False) if every or key not in persistent]
     if not wanted:
         return
-    with _parameters_on_meta():
+    with lazy.parameters_on_meta():
         computed = dict(rebuild().named_buffers(remove_duplicate=False))
     for key in wanted:
         prefix, _, name = key.rpartition(".")
@@ -318,20 +318,6 @@ def _fill_buffers(
             value = value.to(dtype)
         with torch.no_grad():
             current.copy_(value)
-
-
-@contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    def to_meta(_module: nn.Module, _name: str, param: Any) -> Any:
-        if param is None or isinstance(param, UninitializedParameter) or param.is_meta:
-            return None
-        return nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
-
-    handle = nn.modules.module.register_module_parameter_registration_hook(to_meta)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 # --- loading ---------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ memory-mapped tensors: no copy at all, unless a dtype or device asks for one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import secrets
@@ -26,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedParameter
 
 from zoo import builder, devices, distributed, fsio, jsonio, lazy, weights
 from zoo.builder import RegistryArg
@@ -615,7 +613,7 @@ def _compute_buffers(
     """
     pending = [key for key, buffer in model.named_buffers(remove_duplicate=False) if buffer.is_meta]
     if pending:
-        with _parameters_on_meta():
+        with lazy.parameters_on_meta():
             computed = dict(_build(config, reg, folder).named_buffers(remove_duplicate=False))
         for key in pending:
             prefix, _, name = key.rpartition(".")
@@ -633,17 +631,3 @@ def _compute_buffers(
     left = [key for key, t in tensors if t.is_meta and not meant_for_meta(key)]
     if left:  # strict loading rules this out; a block that creates tensors in forward could still get here
         raise WeightsError(f"{folder}: these tensors got no values: {listing(left)}")
-
-
-@contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    def to_meta(_module: nn.Module, _name: str, param: Any) -> Any:
-        if param is None or isinstance(param, UninitializedParameter) or param.is_meta:
-            return None
-        return nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
-
-    handle = nn.modules.module.register_module_parameter_registration_hook(to_meta)
-    try:
-        yield
-    finally:
-        handle.remove()

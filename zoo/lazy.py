@@ -861,3 +861,22 @@ def trace_shapes(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Any]
     if found.notice:
         warnings.warn(found.notice, MetaFallbackWarning, stacklevel=2)
     return found.shapes
+
+
+@contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Within it, every parameter a module registers lands on the meta device (no memory, no init values).
+
+    zoo.load and sharded loads build this way, then hand the model the stored tensors.
+    """
+
+    def to_meta(_module: nn.Module, _name: str, param: Any) -> Any:
+        if param is None or isinstance(param, UninitializedParameter) or param.is_meta:
+            return None
+        return nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+
+    handle = nn.modules.module.register_module_parameter_registration_hook(to_meta)
+    try:
+        yield
+    finally:
+        handle.remove()
