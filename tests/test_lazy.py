@@ -159,6 +159,58 @@ def test_every_entry_builds_on_the_meta_device(name: str) -> None:
         assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
 
 
+@pytest.mark.parametrize("name", [n for n in zoo.names() if zoo.builder.entry_of(n) is not None])
+def test_the_load_time_meta_build_makes_the_same_model_as_torch_meta(name: str) -> None:
+    # zoo.load builds with lazy.meta_build (initialisers skipped): the model must not differ otherwise.
+    try:
+        with torch.device("meta"):
+            expected = zoo.build(name)
+    except (zoo.UnknownNameError, zoo.ArgumentError) as err:
+        pytest.skip(f"'{name}' does not build here: {err}")
+    with lazy.meta_build():
+        model = zoo.build(name)
+
+    def layout(m: nn.Module) -> dict[str, tuple[Any, ...]]:
+        def shape(t: torch.Tensor) -> Any:  # an uninitialised (lazy) parameter has none yet
+            return None if isinstance(t, (UninitializedParameter, UninitializedBuffer)) else t.shape
+
+        return {k: (type(t), shape(t), t.dtype, t.device) for k, t in m.state_dict(keep_vars=True).items()}
+
+    def ties(m: nn.Module) -> list[list[str]]:
+        by_id: dict[int, list[str]] = {}
+        for key, tensor in m.state_dict(keep_vars=True).items():
+            by_id.setdefault(id(tensor), []).append(key)
+        return sorted(keys for keys in by_id.values() if len(keys) > 1)
+
+    assert layout(model) == layout(expected) and ties(model) == ties(expected)
+    assert [(k, type(m).__name__) for k, m in model.named_modules()] == [
+        (k, type(m).__name__) for k, m in expected.named_modules()
+    ]
+
+
+class RandomOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if "uniform" in func.__name__ or "normal" in func.__name__:
+            self.seen.append(f"{func.__name__} on {args[0].device}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_load_time_meta_build_draws_no_initial_values_on_meta_only() -> None:
+    with torch.device("meta"), RandomOps() as plain:
+        nn.Linear(8, 8)
+    assert plain.seen  # what the meta build saves: torch.device("meta") runs the initialisers
+    with lazy.meta_build(), RandomOps() as skipped:
+        meta = nn.Linear(8, 8)
+        real = nn.Linear(8, 8, device="cpu")  # asked for on the CPU: initialised as usual
+    assert meta.weight.is_meta and meta.weight.shape == (8, 8)
+    assert skipped.seen and all(seen.endswith("on cpu") for seen in skipped.seen)
+    assert real.weight.abs().sum() > 0 and real.weight.std() > 0
+
+
 def test_a_lazy_model_placed_on_meta_stays_lazy_and_materialises_there() -> None:
     model = zoo.build("lazy_mlp", device="meta")
     assert isinstance(model[0].weight, UninitializedParameter) and model[0].weight.device.type == "meta"

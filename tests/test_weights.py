@@ -871,8 +871,8 @@ def test_a_corrupt_structure_is_named(tmp_path: Path) -> None:
 class RecordingBar:
     made: list[RecordingBar] = []
 
-    def __init__(self, total: int, desc: str, disable: bool | None, **_: Any) -> None:
-        self.total, self.desc, self.disable, self.n = total, desc, disable, 0
+    def __init__(self, total: int, desc: str, **_: Any) -> None:
+        self.total, self.desc, self.n = total, desc, 0
         RecordingBar.made.append(self)
 
     def update(self, n: int) -> None:
@@ -885,22 +885,27 @@ class RecordingBar:
         pass
 
 
-def test_a_progress_bar_follows_the_bytes_of_large_saves_and_loads(
+def test_a_progress_bar_follows_the_bytes_of_large_saves_and_loads_on_a_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(weights, "tqdm", RecordingBar)
+    monkeypatch.setattr(weights, "_on_terminal", lambda: True)
     RecordingBar.made = []
     model = zoo.build("mlp")
     nbytes = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     zoo.save(model, tmp_path / "small")
-    assert [bar.disable for bar in RecordingBar.made] == [True]  # under PROGRESS_MIN_BYTES: no bar
+    assert RecordingBar.made == []  # under PROGRESS_MIN_BYTES: no bar
     monkeypatch.setattr(weights, "PROGRESS_MIN_BYTES", nbytes)
-    RecordingBar.made = []
     zoo.save(model, tmp_path / "m", max_shard_size=10_000)
     zoo.load(tmp_path / "m", dtype=torch.float64)
     save_bar, load_bar = RecordingBar.made
-    assert save_bar.disable is None and save_bar.total == save_bar.n == nbytes  # None: shown on a terminal
-    assert load_bar.disable is None and load_bar.total == load_bar.n == nbytes
+    assert save_bar.total == save_bar.n == nbytes and save_bar.desc.startswith("saving ")
+    assert load_bar.total == load_bar.n == nbytes and load_bar.desc == "loading m"
+    monkeypatch.setattr(weights, "_on_terminal", lambda: False)  # a log or a pipe: no bar, whatever the size
+    RecordingBar.made = []
+    zoo.save(model, tmp_path / "n")
+    zoo.load(tmp_path / "n")
+    assert RecordingBar.made == []
 
 
 @pytest.mark.gpu

@@ -357,7 +357,7 @@ def load(
                 f"{where}: {saved.CONFIG_FILE} (save {config.save_id}) and the weights (save {stored.save_id}) "
                 f"come from different saves; save the model again"
             )
-        with torch.device("meta"):
+        with lazy.meta_build():
             model = rebuild()
         check_fit(model, stored, f"the model its {saved.CONFIG_FILE} declares")
         if lazy.is_lazy(model):

@@ -423,7 +423,7 @@ def _load_fast(
     mmap: bool = True,
 ) -> nn.Module | None:
     """Build on the meta device and hand over the mapped tensors; None when a lazy layer needs a forward pass."""
-    with torch.device("meta"):
+    with lazy.meta_build():
         model = _build(config, reg, folder)
     report = weights.check_fit(model.state_dict(keep_vars=True), stored)
     if report:
