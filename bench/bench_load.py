@@ -1,7 +1,7 @@
 """Load speed and memory: zoo.load beside the eager path and the memory-copy floor, ~0.5 and ~2 GB models.
 
-Cases, each in a fresh process (so one's memory and caches do not colour the next), median of 3,
-interleaved:
+Cases, each in a fresh process (so one's memory and caches do not colour the next), median of 3
+(9 for the cases the goal compares), interleaved:
 - floor: memory-map model.safetensors and copy its bytes into a fresh buffer (one memory copy);
 - zoo.load: build on the meta device and take the memory-mapped tensors (no copy until written);
 - zoo.load+touch: the same, then read every parameter once, so all the bytes are paged in;
@@ -63,6 +63,10 @@ CASES = [
 HUB_CASES = ["hub: zoo.load_weights", "hub: snapshot_download + expert"]
 HUB_REPO = "bench/weights-only"
 REPEATS = 3
+# The cases the 1.05x goal compares take milliseconds to a few hundred: a shared, noisy machine
+# moves single runs by 30%, so they get three times the runs (still interleaved with the rest).
+CLOSE_CASES = {"zoo.load", "zoo.load+touch", "expert", "expert+touch", "zoo.load_weights"}
+CLOSE_FACTOR = 3
 
 
 # --- the child: one case, one measurement ---------------------------------------------------------
@@ -296,7 +300,8 @@ def main() -> None:
             if cold
             else "warm (both files read once before timing)" + (" — --cold was refused: not root?" if args.cold else "")
         ),
-        f"median of {repeats} runs per case, each in a fresh process; cases interleaved",
+        f"median of {repeats} runs per case ({repeats * CLOSE_FACTOR} for {', '.join(sorted(CLOSE_CASES))}), "
+        "each in a fresh process; cases interleaved",
         "goal: zoo.load within 1.5x the floor and at least 5x faster than eager; "
         "zoo.load (and +touch) within 1.05x the expert's (and +touch)",
         "vs_expert: this case's time over the expert baseline's (meta twin + load_file + assign); the +touch rows "
@@ -311,10 +316,11 @@ def main() -> None:
             if not cold:
                 _warm(folder)  # 23 GB of RAM or so keeps both files cached from here on
             results: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
-            for repeat in range(repeats):
+            for repeat in range(repeats * CLOSE_FACTOR):
                 order = CASES[repeat % len(CASES) :] + CASES[: repeat % len(CASES)]
                 for case in order:
-                    results[case].append(_run(case, folder, registry, cold))
+                    if repeat < repeats or case in CLOSE_CASES:
+                        results[case].append(_run(case, folder, registry, cold))
             rows += _rows(results, size_gb)
             if layers == hub_layers:
                 rows += _rows(_hub_results(work, folder, registry, repeats), size_gb, hub=True)
