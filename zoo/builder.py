@@ -92,14 +92,18 @@ def _build(reg: Registry, provider: Provider, name: str, overrides: Mapping[str,
     return module
 
 
-def construct(tree: Resolved) -> nn.Module:
-    """The module a resolved tree describes; a shared block is one module wherever it is used."""
-    return _Constructor().module(tree)
+def construct(tree: Resolved, made: dict[int, nn.Module] | None = None) -> nn.Module:
+    """The module a resolved tree describes; a shared block is one module wherever it is used.
+
+    `made`, when given, receives the module built for each node of the tree (by id of the node):
+    the picture uses it to find the module behind each step.
+    """
+    return _Constructor(made if made is not None else {}).module(tree)
 
 
 class _Constructor:
-    def __init__(self) -> None:
-        self.made: dict[int, nn.Module] = {}  # id(tree node) → its module
+    def __init__(self, made: dict[int, nn.Module]) -> None:
+        self.made = made  # id(tree node) → its module
 
     def module(self, tree: Resolved) -> nn.Module:
         made = self.made.get(id(tree))

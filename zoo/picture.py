@@ -213,17 +213,17 @@ class _Shapes:
             shapes.note = "no example input: pass --input-shape for shapes"
             return shapes
         assert resolution.root is not None
-        constructor = builder._Constructor()  # not construct(): its tree → module map gives each node its shape
+        made: dict[int, nn.Module] = {}  # tree node → its module, to give each node its shape
         with torch.device("meta"):
             try:
-                model = constructor.module(resolution.root)
+                model = builder.construct(resolution.root, made)
             except ZooError as err:
                 shapes.note = f"no shapes: the model cannot be built on the meta device ({err})"
                 return shapes
             dtype = getattr(torch, resolution.input_dtype) if resolution.input_dtype else None
             x = torch.empty(input_shape, dtype=dtype)
         shapes.input = shape_text(x)
-        shapes.module_of = dict(constructor.made)
+        shapes.module_of = made
         shapes.path = {id(m): f"{n} ({type(m).__name__})" if n else type(m).__name__ for n, m in model.named_modules()}
         graphs = _graphs(resolution.root)
         watched: list[Any] = []
@@ -232,7 +232,7 @@ class _Shapes:
             watched.append(module.register_forward_hook(shapes.leave))
         for graph in graphs:
             # A dataflow block runs step by step here, so an op's output is seen as well as a child's.
-            module = constructor.made[id(graph)]
+            module = made[id(graph)]
             module.__dict__["forward"] = functools.partial(shapes.run_steps, graph, module)
         try:
             with torch.no_grad():
@@ -248,7 +248,7 @@ class _Shapes:
             for handle in watched:
                 handle.remove()
             for graph in graphs:
-                constructor.made[id(graph)].__dict__.pop("forward", None)
+                made[id(graph)].__dict__.pop("forward", None)
         return shapes
 
     def enter(self, module: nn.Module, _args: Any) -> None:
