@@ -958,3 +958,22 @@ def test_no_pickle_in_the_package() -> None:
     for file in package.glob("*.py"):
         text = file.read_text()
         assert "torch.load(" not in text and "import pickle" not in text and "pickle.load" not in text, file.name
+
+
+def test_a_meta_model_that_loads_its_own_way_still_gets_its_hooks(tmp_path: Path) -> None:
+    # zoo assigns stored tensors straight into plain modules; one with a load hook goes through torch's load.
+    source = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    source[1].running_mean.fill_(0.5)
+    zoo.save_tensors(dict(source.state_dict()), tmp_path / "w.safetensors")
+    seen: list[str] = []
+    with torch.device("meta"):
+        plain, hooked = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)), nn.Sequential(nn.Linear(4, 3))
+        hooked.append(nn.BatchNorm1d(3))
+    hooked[0].register_load_state_dict_pre_hook(lambda *args, **kwargs: seen.append("pre"))
+    plain[0].weight.requires_grad_(False)
+    for model in (plain, hooked):
+        zoo.load_weights(model, tmp_path / "w.safetensors")
+        assert all(not t.is_meta for t in model.state_dict().values())
+        assert torch.equal(model[1].running_mean, torch.full((3,), 0.5)) and torch.equal(model[0].bias, source[0].bias)
+        assert type(model[0].weight) is nn.Parameter and isinstance(model[1].running_var, torch.Tensor)
+    assert seen == ["pre"] and not plain[0].weight.requires_grad and hooked[0].weight.requires_grad
