@@ -107,6 +107,18 @@ def summary(results: dict[str, dict]) -> list[dict[str, Any]]:
                 ">= 5",
                 row["eager_over_this"] >= 5,
             )
+    for row in load:  # against what an expert writes instead: meta twin + load_file + load_state_dict(assign)
+        if row["method"] in ("zoo.load", "zoo.load+touch"):
+            read = "all read" if row["method"].endswith("+touch") else "untouched"
+            ok = row["vs_expert"] <= 1.05
+            add(f"load {row['size_gb']} GB: zoo.load / expert ({read})", row["vs_expert"], "<= 1.05", ok)
+        if row["method"] == "hub: zoo.load_weights":
+            add(
+                f"load {row['size_gb']} GB from a Hub: zoo.load_weights / snapshot_download + expert",
+                row["vs_expert"],
+                "",
+                None,
+            )
     for row in results.get("materialise", {}).get("rows", []):
         if row["case"].startswith("zoo meta pass @ batch 2,000,000"):
             add("materialise: batch 2,000,000 / batch 2", row["time / zoo@2"], "about 1", row["time / zoo@2"] < 1.2)
