@@ -278,6 +278,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--quick", action="store_true", help="small models (~64 and ~256 MB), one repeat: a smoke run")
     parser.add_argument("--cold", action="store_true", help="drop the page cache before every run (root only)")
+    parser.add_argument("--cases", help="comma-separated cases to run (default all, the Hub ones too)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--registry", type=Path, help=argparse.SUPPRESS)
@@ -290,7 +291,13 @@ def main() -> None:
     from bench.common import report
 
     sizes = [1, 4] if args.quick else [2, 8, 16, 32]  # layers of 64 MiB: ~0.13, 0.5, 1.1 and 2.1 GB
-    hub_layers = sizes[1]  # the Hub cases at one size: the transfer through a pure-Python server dominates
+    cases = args.cases.split(",") if args.cases else CASES
+    unknown = [case for case in cases if case not in CASES]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}; the cases are {CASES}")
+    hub_layers = (
+        sizes[1] if not args.cases else None
+    )  # the Hub cases at one size: the transfer through a pure-Python server dominates
     repeats = 1 if args.quick else REPEATS
     cold = args.cold and _drop_caches()
     notes = [
@@ -315,9 +322,9 @@ def main() -> None:
             size_gb = (folder / "model.safetensors").stat().st_size / 1e9
             if not cold:
                 _warm(folder)  # 23 GB of RAM or so keeps both files cached from here on
-            results: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
+            results: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
             for repeat in range(repeats * CLOSE_FACTOR):
-                order = CASES[repeat % len(CASES) :] + CASES[: repeat % len(CASES)]
+                order = cases[repeat % len(cases) :] + cases[: repeat % len(cases)]
                 for case in order:
                     if repeat < repeats or case in CLOSE_CASES:
                         results[case].append(_run(case, folder, registry, cold))
