@@ -295,9 +295,8 @@ def main() -> None:
     unknown = [case for case in cases if case not in CASES]
     if unknown:
         raise SystemExit(f"unknown case(s) {unknown}; the cases are {CASES}")
-    hub_layers = (
-        sizes[1] if not args.cases else None
-    )  # the Hub cases at one size: the transfer through a pure-Python server dominates
+    # The Hub cases at one size (the transfer through a pure-Python server dominates), and not with --cases.
+    hub_layers = None if args.cases else sizes[1]
     repeats = 1 if args.quick else REPEATS
     cold = args.cold and _drop_caches()
     notes = [
