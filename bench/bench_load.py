@@ -103,7 +103,7 @@ def child(case: str, folder: Path, registry: Path, endpoint: str | None = None) 
     if case.startswith("hub:"):  # import the Hub client before timing, as the local cases import theirs
         import huggingface_hub  # noqa: F401
 
-        from zoo import hub  # noqa: F401
+        from zoo._hub import client  # noqa: F401
     if case == "accelerate":
         import accelerate  # noqa: F401
     before = _rss_now()

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 from bench.common import machine, report  # noqa: E402
-from zoo import lazy  # noqa: E402
+from zoo._build import lazy  # noqa: E402
 
 HUGE_BATCH = 2_000_000
 

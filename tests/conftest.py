@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.registry import Registry
+from zoo._language.registry import Registry
 
 
 @pytest.fixture

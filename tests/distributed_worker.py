@@ -18,7 +18,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor
 
 import zoo
-from zoo import weights as zoo_weights
+from zoo._weights import weights as zoo_weights
 
 BATCH = 8
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.registry import Registry
+from zoo._language.registry import Registry
 
 
 def test_python_blocks_build_by_name_with_keyword_arguments() -> None:
@@ -156,14 +156,14 @@ def test_zoo_registry_environment_variable(write_toml: Callable[..., Path], monk
     monkeypatch.setenv("ZOO_REGISTRY", f"{a}{__import__('os').pathsep}{b}")
     with zoo.isolated_registry():
         pass  # isolated registries ignore ZOO_REGISTRY; the process one reads it
-    from zoo import plugins
+    from zoo._plugins import discovery
 
-    plugins.reset()
+    discovery.reset()
     try:
         assert isinstance(zoo.build("from_env_a"), nn.ReLU) and isinstance(zoo.build("from_env_b"), nn.Tanh)
     finally:
         monkeypatch.delenv("ZOO_REGISTRY")
-        plugins.reset()
+        discovery.reset()
 
 
 def test_names_and_spec() -> None:

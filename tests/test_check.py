@@ -9,13 +9,13 @@ import pytest
 from torch import nn
 
 import zoo
-from zoo import check
-from zoo.registry import Registry
+from zoo._build import check
+from zoo._language.registry import Registry
 
 
 def _problems(registry_path: Path) -> list[str]:
-    from zoo import builder
-    from zoo.registry import USER
+    from zoo._build import builder
+    from zoo._language.registry import USER
 
     return [str(e) for e in check.check_registry(builder.registry_for(registry_path), origins={USER})]
 

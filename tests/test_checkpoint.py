@@ -15,7 +15,7 @@ from torch import nn
 
 import zoo
 from zoo import checkpoint
-from zoo.errors import ArgumentError, NotMaterializedError, WeightsError
+from zoo._errors import ArgumentError, NotMaterializedError, WeightsError
 
 
 def setup(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:

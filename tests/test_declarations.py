@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo.declarations import Node, SharedRef, dump_entry, parse_file, parse_text, parse_value
+from zoo._language.declarations import Node, SharedRef, dump_entry, parse_file, parse_text, parse_value
 
 TEXT = """\
 # a comment

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 import zoo
-from zoo import cli, devices
-from zoo.errors import DeviceError
+from zoo import cli
+from zoo._build import devices
+from zoo._errors import DeviceError
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

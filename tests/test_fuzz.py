@@ -38,8 +38,10 @@ from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
 import zoo
-from zoo import cli, declarations, weights
-from zoo.errors import ZooError
+from zoo import cli
+from zoo._errors import ZooError
+from zoo._language import declarations
+from zoo._weights import weights
 
 ROOT = Path(__file__).resolve().parent.parent
 # Hypothesis caches (constants, character maps) go to a temporary folder, not into the repository.

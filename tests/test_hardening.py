@@ -24,8 +24,11 @@ import torch
 from huggingface_hub import constants
 
 import zoo
-from zoo import checkpoint, cli, declarations, hub, jsonio
-from zoo.errors import ArgumentError, HubError, SpecError, WeightsError, ZooError
+from zoo import checkpoint, cli
+from zoo._errors import ArgumentError, HubError, SpecError, WeightsError, ZooError
+from zoo._files import jsonio
+from zoo._hub import client
+from zoo._language import declarations
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hubserver import HubServer  # noqa: E402
@@ -378,12 +381,12 @@ def test_7_a_hub_index_with_backslashes_is_refused(server: HubServer, tmp_path: 
 
 
 def test_7_a_value_error_of_the_client_becomes_a_hub_error(server: HubServer, tmp_path: Path) -> None:
-    api = hub.HfApi(endpoint=server.url)
+    api = client.HfApi(endpoint=server.url)
     with pytest.raises(HubError, match=r"cannot pull org/ok@main: .* refuses: Invalid filename 'a/\.\./\.\./x'"):
-        with hub._hub_errors("pull org/ok@main", "org/ok", "main", server.url, api):
-            hub.hf_hub_download("org/ok", "a/../../x", endpoint=server.url, cache_dir=tmp_path / "c")  # a ValueError
+        with client._hub_errors("pull org/ok@main", "org/ok", "main", server.url, api):
+            client.hf_hub_download("org/ok", "a/../../x", endpoint=server.url, cache_dir=tmp_path / "c")  # a ValueError
     with pytest.raises(SpecError):  # zoo's own errors, some of them ValueErrors too, pass through unchanged
-        with hub._hub_errors("pull org/ok@main", "org/ok", "main", server.url, api):
+        with client._hub_errors("pull org/ok@main", "org/ok", "main", server.url, api):
             raise SpecError("mine")
 
 

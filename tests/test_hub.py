@@ -23,8 +23,9 @@ from huggingface_hub import constants
 from torch import nn
 
 import zoo
-from zoo import cli, hub
-from zoo.errors import HubError, NotMaterializedError, UnknownNameError, WeightsError
+from zoo import cli
+from zoo._errors import HubError, NotMaterializedError, UnknownNameError, WeightsError
+from zoo._hub import client
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hubserver import HubError as ServerError  # noqa: E402
@@ -144,7 +145,7 @@ def test_a_second_push_sends_only_what_changed(server: HubServer, cache: Path, t
     assert torch.equal(output(pull(server, cache)), output(model))
 
     # A folder: edit the card by hand and push it; only the card goes.
-    folder = hub.copy_snapshot(hub.fetch(REPO, cache_dir=cache, endpoint=server.url), tmp_path / "folder")
+    folder = client.copy_snapshot(client.fetch(REPO, cache_dir=cache, endpoint=server.url), tmp_path / "folder")
     (folder / "README.md").write_text("# my chimera\n\nTrained on nothing at all.\n")
     push(server, folder)
     assert server.last_commit_files == ["README.md"]
@@ -219,8 +220,8 @@ def test_unknown_repo_or_revision_says_what_exists(server: HubServer, cache: Pat
     with pytest.raises(HubError, match="empty revision after '@'"):
         pull(server, cache, repo="hf://org/chimera@")
     with pytest.raises(HubError, match="not a Hub address"):
-        hub.parse_uri("org/chimera")
-    assert hub.parse_uri("hf://org/chimera@refs/pr/1") == ("org/chimera", "refs/pr/1")
+        client.parse_uri("org/chimera")
+    assert client.parse_uri("hf://org/chimera@refs/pr/1") == ("org/chimera", "refs/pr/1")
 
 
 class MovingBranchServer(HubServer):
@@ -400,7 +401,7 @@ def test_size_limits_are_checked_before_parsing(
 ) -> None:
     push(server, chimera(), max_shard_size=2000)
     pull(server, cache)  # cached while the limit is the real one
-    monkeypatch.setattr(hub, "MAX_JSON_BYTES", 64)
+    monkeypatch.setattr(client, "MAX_JSON_BYTES", 64)
     server.clear_requests()
     with pytest.raises(HubError, match=r"config\.json is \d[\d,]* bytes, over zoo's limit of 64"):
         pull(server, cache, revision="main")
@@ -411,7 +412,7 @@ def test_size_limits_are_checked_before_parsing(
     # A safetensors header that claims 1 TiB: refused by the reader, nothing allocated.
     hostile = struct.pack("<Q", 2**40) + b"{}"
     server.put_files("org/hostile", {"config.json": server.get_file(REPO, "config.json"), "model.safetensors": hostile})
-    monkeypatch.setattr(hub, "MAX_JSON_BYTES", 16 * 2**20)
+    monkeypatch.setattr(client, "MAX_JSON_BYTES", 16 * 2**20)
     with pytest.raises(WeightsError, match="not a valid safetensors file"):
         pull(server, cache, repo="org/hostile")
 

@@ -1,4 +1,4 @@
-"""zoo.keymap.KeyMap: how a foreign checkpoint's keys map onto a model's own, and every malformed table."""
+"""zoo.KeyMap: how a foreign checkpoint's keys map onto a model's own, and every malformed table."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import zoo
-from zoo.errors import SpecError, WeightsError
-from zoo.keymap import KeyMap
+from zoo._errors import SpecError, WeightsError
+from zoo._language.keymap import KeyMap
 
 
 def test_strip_then_rename_in_order_then_add() -> None:

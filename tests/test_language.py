@@ -14,10 +14,11 @@ from safetensors.torch import save_file
 from torch import fx, nn
 
 import zoo
-from zoo import builder, check, cli
-from zoo.declarations import dump_entry, parse_text
-from zoo.registry import USER, Origin, Provider
-from zoo.resolve import declaration, resolve
+from zoo import cli
+from zoo._build import builder, check
+from zoo._language.declarations import dump_entry, parse_text
+from zoo._language.registry import USER, Origin, Provider
+from zoo._language.resolve import declaration, resolve
 
 BASIC_BLOCK = """\
 [basic_block]

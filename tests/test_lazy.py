@@ -17,8 +17,8 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import zoo
-from zoo import lazy
-from zoo.blocks import FixedHiddenMLP, MyLinear
+from zoo._build import builder, lazy
+from zoo._plugins.blocks import FixedHiddenMLP, MyLinear
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -145,7 +145,7 @@ def test_build_places_lazy_tensors_with_device_and_dtype() -> None:
 # --- 2. same seed, same parameters as torch's first forward ------------------------------------
 
 
-@pytest.mark.parametrize("name", [n for n in zoo.names() if zoo.builder.entry_of(n) is not None])
+@pytest.mark.parametrize("name", [n for n in zoo.names() if builder.entry_of(n) is not None])
 def test_every_entry_builds_on_the_meta_device(name: str) -> None:
     # The way to size a model (or load weights into it: zoo.load_weights assigns) without memory.
     try:
@@ -159,7 +159,7 @@ def test_every_entry_builds_on_the_meta_device(name: str) -> None:
         assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", [n for n in zoo.names() if zoo.builder.entry_of(n) is not None])
+@pytest.mark.parametrize("name", [n for n in zoo.names() if builder.entry_of(n) is not None])
 def test_the_load_time_meta_build_makes_the_same_model_as_torch_meta(name: str) -> None:
     # zoo.load builds with lazy.meta_build (initialisers skipped): the model must not differ otherwise.
     try:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.errors import ArgumentError
+from zoo._errors import ArgumentError
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

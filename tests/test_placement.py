@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 import zoo
-from zoo import devices
-from zoo.errors import ArgumentError, DeviceError, NotMaterializedError
+from zoo._build import devices
+from zoo._errors import ArgumentError, DeviceError, NotMaterializedError
 
 LINEAR16 = (16 * 16 + 16) * 4  # bytes of nn.Linear(16, 16) in float32
 # The chimera's blocks in float32: nest_mlp's four layers, Linear(16, 20), FixedHiddenMLP (buffer + Linear).

@@ -21,9 +21,11 @@ import torch
 from torch import nn
 
 import zoo
-from zoo import builder, cli, hookspecs, plugins
-from zoo.errors import AmbiguousNameError, DuplicateNameError, PluginError, UnknownNameError
-from zoo.registry import Origin
+from zoo import cli
+from zoo._build import builder
+from zoo._errors import AmbiguousNameError, DuplicateNameError, PluginError, UnknownNameError
+from zoo._language.registry import Origin
+from zoo._plugins import discovery, hookspecs
 
 # --- a fake site-packages ---------------------------------------------------------------------
 
@@ -94,17 +96,17 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     root = tmp_path / "site"
     root.mkdir()
     monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setattr(plugins, "_state", {"registry": None, "reports": [], "local": []})
-    monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
-    monkeypatch.delenv(plugins.REGISTRY_ENV, raising=False)
+    monkeypatch.setattr(discovery, "_state", {"registry": None, "reports": [], "local": []})
+    monkeypatch.delenv(discovery.DISABLE_ENV, raising=False)
+    monkeypatch.delenv(discovery.REGISTRY_ENV, raising=False)
     fake = Site(root)
     yield fake
     for module in fake.modules:
         sys.modules.pop(module, None)
 
 
-def report_of(dist: str) -> plugins.PluginReport:
-    return next(r for r in plugins.reports() if r.dist == dist)
+def report_of(dist: str) -> discovery.PluginReport:
+    return next(r for r in discovery.reports() if r.dist == dist)
 
 
 def quietly(fn: Callable[[], object]) -> object:
@@ -131,7 +133,7 @@ def test_the_contract_is_pluggy_project_zoo_with_four_hooks() -> None:
 
 
 def test_builtins_arrive_as_the_default_plugin_through_the_same_hooks() -> None:
-    registry, found = plugins.discover([])
+    registry, found = discovery.discover([])
     assert [(r.name, r.dist, r.module, r.status) for r in found] == [("zoo", "zoo", "zoo.builtin", "ok")]
     assert found[0].version == zoo.__version__
     assert "chimera" in found[0].entries and "Linear" in found[0].blocks and "normal" in found[0].inits
@@ -152,7 +154,7 @@ def test_an_installed_plugin_is_found_with_no_import_and_no_configuration(site: 
     assert module in sys.modules  # imported by discovery, on first use
     assert type(model[0]).__name__ == "GoodBlock" and model(torch.ones(3, 2)).shape == (3, 2)
     # provenance: which distribution and version provides every name
-    registry = plugins.current()
+    registry = discovery.current()
     assert [p.origin for p in registry.providers("good_net")] == [Origin("zoo-good", "1.2.3")]
     assert zoo.spec("GoodBlock").origin == "zoo-good 1.2.3"
     info = builder.build_info(model)
@@ -172,7 +174,7 @@ def test_discovery_happens_once_until_reset(site: Site) -> None:
     assert zoo.names("late*") == []
     site.add_block_plugin("zoo-late", "LateBlock")
     assert zoo.names("late*") == []  # the registry of this process is already discovered
-    plugins.reset()  # e.g. after `pip install` in a running notebook
+    discovery.reset()  # e.g. after `pip install` in a running notebook
     assert zoo.names("late*") == ["LateBlock"]
 
 
@@ -215,7 +217,7 @@ def test_a_plugin_raising_in_a_hook_is_skipped_whole(site: Site) -> None:
         zoo.ZooPluginWarning, match=r"'zoo_half' from zoo-half 0\.3\.0 failed .*RuntimeError: registry server"
     ):
         assert "chimera" in zoo.names()
-    assert "HalfRegistered" not in plugins.current()  # registered before the failure, dropped with it
+    assert "HalfRegistered" not in discovery.current()  # registered before the failure, dropped with it
     assert report_of("zoo-half").blocks == []
 
 
@@ -319,7 +321,7 @@ def test_a_plugin_cannot_replace_a_built_in_name(site: Site) -> None:
     toml = '[chimera]\nreplace = true\nlayers = [{ type = "Linear", in_features = 20, out_features = 1 }]\n'
     site.add_block_plugin("zoo-shadow", "Linear", version="0.5.0", toml=toml)
     with pytest.warns(zoo.ZooPluginWarning) as caught:
-        plugins.current()
+        discovery.current()
     text = "\n".join(str(w.message) for w in caught)
     assert "`replace = true` for 'chimera'" in text and "is ignored" in text
     assert "registers built-in name(s) Linear, chimera: the built-ins stay the default" in text
@@ -334,7 +336,7 @@ def test_replace_in_a_plugin_does_not_win_over_another_plugin(twins: Site) -> No
     site = twins
     site.add_block_plugin("zoo-usurper", "Usurper", toml='[left_net]\nreplace = true\nlayers = ["Usurper"]\n')
     with pytest.warns(zoo.ZooPluginWarning, match="`replace = true` for 'left_net'"):
-        plugins.current()
+        discovery.current()
     with pytest.raises(AmbiguousNameError, match="zoo-left 1.0 and zoo-usurper 1.0"):
         zoo.build("left_net")
 
@@ -354,7 +356,7 @@ def test_the_users_own_file_may_still_replace_a_name(site: Site, write_toml: Cal
 def test_disabled_plugins_are_not_even_imported(site: Site, monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
     module = site.add_block_plugin("zoo-optional", "OptionalBlock", entry_point="zoo_opt")
     site.add_block_plugin("other", "OtherBlock")
-    monkeypatch.setenv(plugins.DISABLE_ENV, setting)
+    monkeypatch.setenv(discovery.DISABLE_ENV, setting)
     assert "OptionalBlock" not in zoo.names() and "chimera" in zoo.names()
     assert module not in sys.modules
     assert report_of("zoo-optional").status == "disabled"
@@ -363,7 +365,7 @@ def test_disabled_plugins_are_not_even_imported(site: Site, monkeypatch: pytest.
 
 def test_a_misspelt_disable_name_is_reported_with_the_nearest(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     site.add_block_plugin("zoo-optional", "OptionalBlock", entry_point="optional")
-    monkeypatch.setenv(plugins.DISABLE_ENV, "zoo-optinal")
+    monkeypatch.setenv(discovery.DISABLE_ENV, "zoo-optinal")
     with pytest.warns(
         zoo.ZooPluginWarning, match="names 'zoo-optinal', which is no installed plugin. Did you mean 'zoo-optional'?"
     ):
@@ -376,7 +378,7 @@ def test_zoo_plugins_lists_every_plugin_with_status_and_reason(
     site = twins
     site.add("zoo-broken", "import zoo_missing_dependency\n", version="0.2.0")
     site.add_block_plugin("zoo-optional", "OptionalBlock", version="3.1", entry_point="optional")
-    monkeypatch.setenv(plugins.DISABLE_ENV, "optional")
+    monkeypatch.setenv(discovery.DISABLE_ENV, "optional")
     assert cli.main(["plugins"]) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
@@ -403,8 +405,8 @@ def test_zoo_plugins_lists_every_plugin_with_status_and_reason(
 def test_zoo_plugins_with_no_third_party_plugin(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(plugins, "_state", {"registry": None, "reports": [], "local": []})
-    monkeypatch.setattr(plugins, "_installed", lambda: [])
+    monkeypatch.setattr(discovery, "_state", {"registry": None, "reports": [], "local": []})
+    monkeypatch.setattr(discovery, "_installed", lambda: [])
     assert cli.main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "zoo.builtin" in out and "no third-party plugins installed (entry-point group 'zoo')" in out

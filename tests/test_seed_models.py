@@ -8,6 +8,7 @@ from torch import nn
 
 import zoo
 from tests import seed_twins
+from zoo._plugins import blocks
 
 INPUTS = {"centered_mlp": (4, 8), "my_linear_mlp": (2, 5)}
 LAZY = {"tied_mlp", "lazy_mlp"}
@@ -127,7 +128,7 @@ def test_lazy_my_linear_becomes_my_linear_with_the_same_draws() -> None:
     torch.manual_seed(0)
     model = zoo.build("lazy_my_linear_mlp", input_shape=(2, 5))
     torch.manual_seed(0)
-    twin = nn.Sequential(zoo.blocks.MyLinear(5, 3), zoo.blocks.MyLinear(3, 1))
+    twin = nn.Sequential(blocks.MyLinear(5, 3), blocks.MyLinear(3, 1))
     assert [type(m).__name__ for m in model] == ["MyLinear", "MyLinear"]
     assert model[0].in_units == 5 and model[1].in_units == 3
     for key, value in twin.state_dict().items():

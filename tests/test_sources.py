@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 import zoo
 from zoo import cli
-from zoo.errors import ArgumentError, HubError, WeightsError
+from zoo._errors import ArgumentError, HubError, WeightsError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hubserver import HubServer  # noqa: E402

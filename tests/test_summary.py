@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import zoo
-from zoo import lazy
-from zoo.summary import Summary
+from zoo._build import lazy
+from zoo._show.summary import Summary
 
 
 def _rows(table: Summary) -> dict[str, tuple[str, str, int | None, str]]:

@@ -20,8 +20,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import zoo
-from zoo import builder, cli, fsio, weights
-from zoo.errors import ArgumentError, DeviceError, NotMaterializedError, UnknownNameError, WeightsError
+from zoo import cli
+from zoo._build import builder, lazy
+from zoo._errors import ArgumentError, DeviceError, NotMaterializedError, UnknownNameError, WeightsError
+from zoo._files import fsio
+from zoo._weights import weights
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -85,8 +88,8 @@ def _param_count(name: str) -> int | None:
     except zoo.ZooError:
         return None
     shape = model.zoo_info.input_shape
-    if zoo.lazy.is_lazy(model) and shape is not None:
-        return zoo.lazy.trace(model, shape).param_count
+    if lazy.is_lazy(model) and shape is not None:
+        return lazy.trace(model, shape).param_count
     return sum(p.numel() for p in model.parameters() if not isinstance(p, nn.parameter.UninitializedParameter))
 
 
@@ -106,7 +109,7 @@ def _build_for_round_trip(name: str) -> tuple[nn.Module, tuple[int, ...] | None]
         model = zoo.build(name)
     except zoo.ZooError as err:  # needs arguments or something this machine lacks
         pytest.skip(f"'{name}' does not build here: {err}")
-    if zoo.lazy.is_lazy(model):
+    if lazy.is_lazy(model):
         pytest.skip(f"'{name}' declares no example input, so it stays lazy and cannot be saved before materialising")
     return model.eval(), model.zoo_info.input_shape
 
@@ -141,7 +144,7 @@ def _round_trip(names: list[str], tmp: Path) -> dict[str, tuple[nn.Module, Any, 
     for name in names:
         torch.manual_seed(0)
         model = zoo.build(name).eval()
-        if zoo.lazy.is_lazy(model):
+        if lazy.is_lazy(model):
             continue
         shape = model.zoo_info.input_shape
         x = None
@@ -554,9 +557,9 @@ def test_load_weights_into_a_lazy_model(tmp_path: Path) -> None:
     source = zoo.build("lazy_mlp", input_shape=(2, 7))
     zoo.save(source, tmp_path / "m")
     lazy_model = zoo.build("lazy_mlp")
-    assert zoo.lazy.is_lazy(lazy_model)
+    assert lazy.is_lazy(lazy_model)
     zoo.load_weights(lazy_model, tmp_path / "m")
-    assert not zoo.lazy.is_lazy(lazy_model) and same_state(lazy_model, source)
+    assert not lazy.is_lazy(lazy_model) and same_state(lazy_model, source)
     x = torch.rand(3, 7)
     assert torch.equal(lazy_model(x), source(x))
 
@@ -574,7 +577,7 @@ def test_a_lazy_model_that_does_not_fit_is_left_lazy(tmp_path: Path) -> None:
     lazy_model = zoo.build("lazy_mlp")  # LazyLinear(256) first: 5 outputs cannot fit
     with pytest.raises(WeightsError, match="0.weight"):
         zoo.load_weights(lazy_model, tmp_path / "w.safetensors")
-    assert zoo.lazy.is_lazy(lazy_model)
+    assert lazy.is_lazy(lazy_model)
 
 
 def test_saving_a_lazy_model_says_how_to_materialise(tmp_path: Path) -> None:

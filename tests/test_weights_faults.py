@@ -26,8 +26,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import zoo
-from zoo import fsio, weights
-from zoo.errors import WeightsError
+from zoo._errors import WeightsError
+from zoo._files import fsio
+from zoo._weights import weights
 
 # --- helpers -------------------------------------------------------------------------------------
 

@@ -3,14 +3,16 @@
 import zoo
 model = zoo.build("chimera")          # a ready nn.Module, from names declared in TOML
 print(zoo.summary(model, input_shape=(2, 20)))
+
+This file is the table of contents: every public name, and the private module that defines it.
+Nothing behind a name is imported before the name is first used, so `import zoo` (and with it
+`zoo --help`) costs no torch (~1.5 s) and no huggingface_hub (~0.4 s) until something needs them.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from zoo import checkpoint, distributed
-from zoo.api import build, names, register, spec
-from zoo.devices import try_all_gpus, try_gpu
-from zoo.errors import (
+from zoo._errors import (
     AmbiguousNameError,
     ArgumentError,
     BuildError,
@@ -29,22 +31,57 @@ from zoo.errors import (
     WeightsError,
     ZooError,
 )
-from zoo.folder import save
-from zoo.hookspecs import hookimpl
-from zoo.lazy import MetaFallbackWarning, materialize
-from zoo.metrics import Accumulator
-from zoo.picture import draw
-from zoo.placement import Plan, dispatch, plan
-from zoo.plugins import ZooPluginWarning
-from zoo.plugins import isolated as isolated_registry
-from zoo.sources import load, load_weights
-from zoo.summary import summary
-from zoo.weights import load_tensors, save_tensors
 
 if TYPE_CHECKING:
-    from zoo.hub import pull, push
+    from zoo import checkpoint, distributed
+    from zoo._api import build, load, load_weights, names, plan, register, spec
+    from zoo._build.devices import try_all_gpus, try_gpu
+    from zoo._build.lazy import MetaFallbackWarning, materialize, register_input_rule
+    from zoo._hub.client import pull, push
+    from zoo._language.keymap import KeyMap
+    from zoo._metrics import Accumulator
+    from zoo._plugins.discovery import ZooPluginWarning
+    from zoo._plugins.discovery import isolated as isolated_registry
+    from zoo._plugins.hookspecs import hookimpl
+    from zoo._saved.folder import save
+    from zoo._scale.placement import Plan, dispatch
+    from zoo._show.picture import draw
+    from zoo._show.summary import summary
+    from zoo._weights.weights import load_tensors, save_tensors
 
 __version__ = "0.1.0"
+
+# public name -> (module, attribute); attribute None: the name is the module itself
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "Accumulator": ("zoo._metrics", "Accumulator"),
+    "KeyMap": ("zoo._language.keymap", "KeyMap"),
+    "MetaFallbackWarning": ("zoo._build.lazy", "MetaFallbackWarning"),
+    "Plan": ("zoo._scale.placement", "Plan"),
+    "ZooPluginWarning": ("zoo._plugins.discovery", "ZooPluginWarning"),
+    "build": ("zoo._api", "build"),
+    "checkpoint": ("zoo.checkpoint", None),
+    "dispatch": ("zoo._scale.placement", "dispatch"),
+    "distributed": ("zoo.distributed", None),
+    "draw": ("zoo._show.picture", "draw"),
+    "hookimpl": ("zoo._plugins.hookspecs", "hookimpl"),
+    "isolated_registry": ("zoo._plugins.discovery", "isolated"),
+    "load": ("zoo._api", "load"),
+    "load_tensors": ("zoo._weights.weights", "load_tensors"),
+    "load_weights": ("zoo._api", "load_weights"),
+    "materialize": ("zoo._build.lazy", "materialize"),
+    "names": ("zoo._api", "names"),
+    "plan": ("zoo._api", "plan"),
+    "pull": ("zoo._hub.client", "pull"),
+    "push": ("zoo._hub.client", "push"),
+    "register": ("zoo._api", "register"),
+    "register_input_rule": ("zoo._build.lazy", "register_input_rule"),
+    "save": ("zoo._saved.folder", "save"),
+    "save_tensors": ("zoo._weights.weights", "save_tensors"),
+    "spec": ("zoo._api", "spec"),
+    "summary": ("zoo._show.summary", "summary"),
+    "try_all_gpus": ("zoo._build.devices", "try_all_gpus"),
+    "try_gpu": ("zoo._build.devices", "try_gpu"),
+}
 
 __all__ = [
     "Accumulator",
@@ -56,6 +93,7 @@ __all__ = [
     "DistributedError",
     "DuplicateNameError",
     "HubError",
+    "KeyMap",
     "MetaFallbackWarning",
     "MissingDependencyError",
     "NotMaterializedError",
@@ -85,6 +123,7 @@ __all__ = [
     "pull",
     "push",
     "register",
+    "register_input_rule",
     "save",
     "save_tensors",
     "spec",
@@ -95,9 +134,16 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # push and pull live in zoo.hub, which imports huggingface_hub (~0.4 s): paid on first use, not at `import zoo`
-    if name in ("pull", "push"):
-        from zoo import hub
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'zoo' has no attribute '{name}'")
+    module, attribute = where
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value  # once: later look-ups do not come here
+    return value
 
-        return getattr(hub, name)
-    raise AttributeError(f"module 'zoo' has no attribute '{name}'")
+
+def __dir__() -> list[str]:
+    return list(__all__)

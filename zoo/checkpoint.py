@@ -32,8 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo import distributed, folder, fsio, lazy, weights
-from zoo.errors import ArgumentError, WeightsError, listing
+from zoo._build import lazy
+from zoo._errors import ArgumentError, WeightsError, listing
+from zoo._files import fsio
+from zoo._saved import folder
+from zoo._scale import fsdp
+from zoo._weights import weights
 
 STATE_FILE = "trainer_state.safetensors"
 _STEP_DIR = "step-{:08d}"
@@ -81,11 +85,11 @@ def save(
     if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
         raise ArgumentError(f"keep_last must be None or an int >= 1, got {keep_last!r}")
     lazy.require_materialized(model, "save a checkpoint of")
-    sharded = distributed.is_sharded(model)  # then every rank calls save, and each writes its part
+    sharded = fsdp.is_sharded(model)  # then every rank calls save, and each writes its part
     optimizer_state: Any = None
     optimizer_tensors = None  # a sharded model's: by parameter name, written like the model by every rank
     if optimizer is not None and sharded:
-        optimizer_state, optimizer_tensors = distributed.optimizer_state(model, optimizer)
+        optimizer_state, optimizer_tensors = fsdp.optimizer_state(model, optimizer)
     elif optimizer is not None:
         optimizer_state = optimizer.state_dict()
     state = {
@@ -93,24 +97,24 @@ def save(
         "optimizer": optimizer_state,
         "optimizer_class": _qualified_name(optimizer) if optimizer is not None else None,
         "extra": dict(extra) if extra is not None else {},
-        **({"optimizer_files": distributed.OPTIMIZER_DIR} if optimizer_tensors is not None else {}),
+        **({"optimizer_files": fsdp.OPTIMIZER_DIR} if optimizer_tensors is not None else {}),
     }
-    save_id = distributed.same_on_all_ranks(folder.new_save_id()) if sharded else folder.new_save_id()
+    save_id = fsdp.same_on_all_ranks(folder.new_save_id()) if sharded else folder.new_save_id()
     config = folder.config_text(model, save_id)
     root = Path(directory)
     target = root / _STEP_DIR.format(step)
     # What killed saves left goes before this save adds its own, so kills cannot pile up (one rank clears).
-    if root.is_dir() and (not sharded or distributed.rank() == 0):
+    if root.is_dir() and (not sharded or fsdp.rank() == 0):
         fsio.remove_stale(root)
         _rotate(root, keep_last, target)
     try:
         if sharded:
-            with distributed.atomic_dir(target) as temp:
+            with fsdp.atomic_dir(target) as temp:
                 # The collective writes first: a rank failing alone (a bad `extra`) cannot leave the others waiting.
-                distributed.write_model(temp, model, config, save_id)
+                fsdp.write_model(temp, model, config, save_id)
                 if optimizer_tensors is not None:
-                    distributed.write_state(temp / distributed.OPTIMIZER_DIR, optimizer_tensors, save_id)
-                if distributed.rank() == 0:
+                    fsdp.write_state(temp / fsdp.OPTIMIZER_DIR, optimizer_tensors, save_id)
+                if fsdp.rank() == 0:
                     weights.save_tensors(state, temp / STATE_FILE)
         else:
             with fsio.atomic_dir(target) as temp:
@@ -119,13 +123,13 @@ def save(
                 folder.write_model(temp, model, config, save_id, card=False)
     except OSError as err:  # a full disk, no permission: earlier checkpoints are untouched
         raise WeightsError(f"cannot save a checkpoint to {target}: {err}") from err
-    if sharded and distributed.rank() != 0:
-        distributed.agree(True)  # returns once rank 0 has rotated the old checkpoints
+    if sharded and fsdp.rank() != 0:
+        fsdp.agree(True)  # returns once rank 0 has rotated the old checkpoints
         return target
     fsio.remove_stale(root)
     _rotate(root, keep_last, target)
     if sharded:
-        distributed.agree(True)
+        fsdp.agree(True)
     return target
 
 
@@ -171,20 +175,18 @@ def resume(
     step, saved_optimizer, extra = _unpack(state, path / STATE_FILE)
     if optimizer is not None:
         _check_optimizer(optimizer, saved_optimizer, state.get("optimizer_class"), path / STATE_FILE)
-    optimizer_files = (
-        path / distributed.OPTIMIZER_DIR if state.get("optimizer_files") == distributed.OPTIMIZER_DIR else None
-    )
+    optimizer_files = path / fsdp.OPTIMIZER_DIR if state.get("optimizer_files") == fsdp.OPTIMIZER_DIR else None
     if optimizer is not None and optimizer_files is not None:  # written by the ranks of a sharded save
-        distributed.check_optimizer_files(model, optimizer, optimizer_files)
-    if distributed.is_sharded(model):
-        distributed.load_into(model, path)  # each rank reads its rows
+        fsdp.check_optimizer_files(model, optimizer, optimizer_files)
+    if fsdp.is_sharded(model):
+        fsdp.load_into(model, path)  # each rank reads its rows
     else:
         weights.load_weights(model, path)
     if optimizer is not None:
         if optimizer_files is not None:
-            distributed.load_optimizer_files(model, optimizer, saved_optimizer, optimizer_files)
-        elif distributed.is_sharded(model):  # saved by one process, resumed on several
-            distributed.load_optimizer(model, optimizer, saved_optimizer)
+            fsdp.load_optimizer_files(model, optimizer, saved_optimizer, optimizer_files)
+        elif fsdp.is_sharded(model):  # saved by one process, resumed on several
+            fsdp.load_optimizer(model, optimizer, saved_optimizer)
         else:
             optimizer.load_state_dict(saved_optimizer)
     return Checkpoint(path, step, extra)

@@ -27,7 +27,7 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _setting(text: str) -> tuple[str, Any]:
-    from zoo.declarations import parse_value
+    from zoo._language.declarations import parse_value
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -41,7 +41,7 @@ def _registry(args: argparse.Namespace) -> list[str] | None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     import zoo
-    from zoo import builder
+    from zoo._build import builder
 
     reg = builder.registry_for(_registry(args))
     shown = []
@@ -65,7 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     import zoo
-    from zoo.declarations import dump_entry
+    from zoo._language.declarations import dump_entry
 
     info = zoo.spec(args.name, registry=_registry(args), **dict(args.set))
     if args.graph:  # first: a picture that cannot be drawn is the command's error, before any output
@@ -99,8 +99,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
-    from zoo import builder, devices, lazy
-    from zoo.errors import ZooError
+    from zoo._build import builder, devices, lazy
+    from zoo._errors import ZooError
 
     model = zoo.build(args.name, registry=_registry(args), input_shape=args.input_shape, **dict(args.set))
     info = builder.build_info(model)
@@ -128,8 +128,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from zoo import builder, check
-    from zoo.registry import USER
+    from zoo._build import builder, check
+    from zoo._language.registry import USER
 
     reg = builder.registry_for(list(args.files) or None)
     advice: list[str] = []
@@ -151,19 +151,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     import warnings
 
-    from zoo import hookspecs, plugins
-    from zoo.errors import ZooError, listing
-    from zoo.registry import BUILTIN
+    from zoo._errors import ZooError, listing
+    from zoo._language.registry import BUILTIN
+    from zoo._plugins import discovery, hookspecs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the table below says the same
-        found = plugins.reports()
-        registry = plugins.current()
+        found = discovery.reports()
+        registry = discovery.current()
     rows = [("PLUGIN", "DISTRIBUTION", "MODULE", "LOAD", "STATUS")]
     details: list[list[str]] = [[]]
     for r in found:
         status = f"failed: {r.error}" if r.status == "failed" else r.status
-        status += f" by {plugins.DISABLE_ENV}" if r.status == "disabled" else ""
+        status += f" by {discovery.DISABLE_ENV}" if r.status == "disabled" else ""
         load = f"{r.seconds * 1000:.1f} ms" if r.status != "disabled" else "-"
         rows.append((r.name, f"{r.dist} {r.version or ''}".strip(), r.module, load, status))
         kinds = (("blocks", r.blocks), ("entries", r.entries), ("init functions", r.inits), ("ops", r.ops))
@@ -176,7 +176,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(" " * (widths[0] + 2) + line)
     if not any(r.dist != BUILTIN for r in found):
         print(f"no third-party plugins installed (entry-point group '{hookspecs.ENTRY_POINT_GROUP}')")
-    for problem in plugins.disable_problems():
+    for problem in discovery.disable_problems():
         print(f"note: {problem}")
     for name in registry.clashes():
         try:
@@ -204,9 +204,9 @@ def _dtype(text: str) -> Any:
 
 def cmd_save(args: argparse.Namespace) -> int:
     import zoo
-    from zoo import lazy
-    from zoo.devices import human_bytes
-    from zoo.errors import ZooError
+    from zoo._build import lazy
+    from zoo._build.devices import human_bytes
+    from zoo._errors import ZooError
 
     model = zoo.build(args.name, registry=_registry(args), input_shape=args.input_shape, **dict(args.set))
     if lazy.is_lazy(model):  # the API's message names zoo.materialize; at the CLI the answer is a flag
@@ -223,7 +223,7 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     import zoo
-    from zoo import builder
+    from zoo._build import builder
 
     model = zoo.load(args.dir, device=args.device, dtype=args.dtype, registry=_registry(args))
     info = builder.build_info(model)
@@ -235,6 +235,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def cmd_load_weights(args: argparse.Namespace) -> int:
     import zoo
+    from zoo._build import builder
 
     model = zoo.build(args.name, registry=_registry(args), **dict(args.set))
     rename = {"strip_prefix": args.strip_prefix, "add_prefix": args.add_prefix, "rename": args.rename}
@@ -247,7 +248,7 @@ def cmd_load_weights(args: argparse.Namespace) -> int:
         print("through ties in the model: " + ", ".join(f"{k} (tied to {v})" for k, v in report.tied.items()))
     if report:
         print("did not fit (not loaded):\n" + report.describe())
-    info = zoo.builder.build_info(model)
+    info = builder.build_info(model)
     print(zoo.summary(model, input_shape=info.input_shape if info else None))
     return 0
 
@@ -263,8 +264,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from zoo import folder, weights
-    from zoo.devices import human_bytes
+    from zoo._build.devices import human_bytes
+    from zoo._saved import folder
+    from zoo._weights import weights
 
     path = Path(args.path)
     config = folder.read_config(path) if path.is_dir() else None
@@ -292,7 +294,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     import zoo
-    from zoo import devices
+    from zoo._build import devices
 
     rows = [("DEVICE", "NAME", "TOTAL", "FREE")]
     for info in devices.inventory():
@@ -313,7 +315,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
-    from zoo.errors import ZooError
+    from zoo._errors import ZooError
 
     source: Any = Path(args.source)
     if not (source.is_dir() or os.sep in args.source or args.source.startswith(".")):  # a name to build
@@ -331,20 +333,21 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     import zoo
-    from zoo import builder, hub
+    from zoo._build import builder
+    from zoo._hub import client
 
     if args.dir:
-        hub.check_copy_target(args.dir, args.repo_id)  # before any download
+        client.check_copy_target(args.dir, args.repo_id)  # before any download
     model = zoo.pull(
         args.repo_id, revision=args.revision, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
         local_files_only=args.offline, endpoint=args.endpoint,
     )  # fmt: skip
-    source, info = hub.source_of(model), builder.build_info(model)
+    source, info = client.source_of(model), builder.build_info(model)
     assert source is not None and info is not None  # pull records both
     print(f"pulled {source.repo_id}@{source.revision} (commit {source.commit}) from {source.endpoint}")
     if args.dir:
-        snapshot = hub.fetch(source.repo_id, revision=source.commit, cache_dir=args.cache_dir, local_files_only=True)
-        hub.copy_snapshot(snapshot, args.dir)
+        snapshot = client.fetch(source.repo_id, revision=source.commit, cache_dir=args.cache_dir, local_files_only=True)
+        client.copy_snapshot(snapshot, args.dir)
         print(f"copied its files to {args.dir} (load them with: zoo load {args.dir})")
     print(zoo.summary(model, input_shape=info.input_shape))
     return 0
@@ -475,7 +478,7 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: object, *
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zoo.errors import ZooError
+    from zoo._errors import ZooError
 
     try:
         return int(args.handler(args))

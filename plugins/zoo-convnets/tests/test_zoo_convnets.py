@@ -17,8 +17,8 @@ from torch import nn
 from zoo_convnets import vgg_block
 
 import zoo
-from zoo import check
-from zoo.registry import Registry, normalize_dist
+from zoo._build import check
+from zoo._language.registry import Registry, normalize_dist
 
 
 @pytest.fixture

@@ -1,0 +1,365 @@
+"""The public entry points: zoo.build, zoo.names, zoo.spec, zoo.register, zoo.load and zoo.load_weights.
+
+Where weights come from is decided here, once: a folder, a file or a Hub address, resolved to
+local files before anything below this module sees them. hub (fetching) is imported only for
+hf:// sources, so that local loads never pay for huggingface_hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import torch
+from torch import nn
+
+from zoo._build import builder, devices, lazy
+from zoo._build.builder import RegistryArg
+from zoo._errors import ArgumentError, DeviceError, listing
+from zoo._language.keymap import KeyMap
+from zoo._language.resolve import declaration, resolve
+from zoo._plugins import discovery
+from zoo._saved import folder
+from zoo._scale import fsdp, placement
+from zoo._weights import weights
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
+    from zoo._scale.fsdp import ShardPolicy
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def build(
+    name: str,
+    /,
+    *,
+    registry: RegistryArg = None,
+    input_shape: Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    mesh: DeviceMesh | None = None,
+    shard: ShardPolicy = None,
+    overrides: Mapping[str, Any] | None = None,
+    **more_overrides: Any,
+) -> nn.Module:
+    """Build the block or declared entry `name`, ready to use.
+
+    Args:
+        name: a declared entry (`"chimera"`), a Python block (`"Linear"`), or `"DIST:name"`.
+        registry: extra registry file(s) to declare names from, on top of the installed ones.
+        input_shape: materialise lazy layers for this input shape (default: the entry's `input`).
+        device: where the parameters live: None (where built: the CPU), "auto" (CUDA if
+            present, else MPS, else CPU), "cpu", "cuda:N", or a torch.device.
+        dtype: the precision of the floating parameters.
+        mesh: shard the model over the ranks of this torch.distributed DeviceMesh with FSDP2: it is
+            built on the meta device and each rank allocates and initialises only its rows
+            (see "When one machine is not enough" in the README). Not together with `device`.
+        shard: with `mesh`, which blocks become FSDP units: block type names or classes, or a
+            function (path, module) -> bool. Default: every block that owns parameters itself.
+        overrides: values for the entry's `args`, or keyword arguments of a Python block, as a
+            mapping: the way to pass one whose name is also one of build's own (`device`, `dtype`,
+            `registry`, `input_shape`, `mesh`, `shard`, `overrides`).
+        **more_overrides: the same, as keywords (merged with `overrides`; a name in both is an error).
+
+    Returns:
+        The module; lazy layers stay uninitialised when no input shape is known.
+
+    Raises:
+        UnknownNameError, ArgumentError, SpecError, CycleError: before anything is constructed.
+        DeviceError: `device` is not on this machine (the message lists the devices that are).
+
+    Example:
+        >>> zoo.build("mlp", hidden=512)
+        >>> zoo.build("Linear", in_features=3, out_features=4)
+        >>> zoo.build("Linear", overrides={"in_features": 3, "out_features": 4, "device": "meta"})
+    """
+    both = sorted(set(overrides or {}) & set(more_overrides))
+    if both:
+        raise ArgumentError(f"zoo.build('{name}'): {listing(both)} given both in overrides= and as keywords.")
+    overrides = {**(overrides or {}), **more_overrides}
+    if mesh is not None or shard is not None:
+        if device is not None:
+            raise DeviceError(f"zoo.build('{name}'): pass device= or mesh=, not both (the mesh says where)")
+        shape = lazy.check_shape(input_shape) if input_shape is not None else None
+        devices.check_dtype(dtype)
+        return fsdp.build(
+            name, mesh=mesh, shard_policy=shard, registry=registry, input_shape=shape, dtype=dtype, overrides=overrides
+        )
+    target = devices.resolve(device) if device is not None else None  # a missing GPU fails before building
+    devices.check_dtype(dtype)
+    if input_shape is not None:
+        input_shape = lazy.check_shape(input_shape)
+    model = builder.build(name, overrides, registry=registry)
+    info = builder.build_info(model)
+    shape = input_shape if input_shape is not None else (info.input_shape if info else None)
+    if shape is not None and lazy.is_lazy(model):
+        # Placed first, then materialised: lazy tensors are allocated once, on the target device.
+        lazy.materialize(model, input_shape=shape, device=target, dtype=dtype)
+    elif target is not None or dtype is not None:
+        lazy.place(model, target, dtype)  # not model.to: on meta that would turn lazy parameters into empty ones
+    return model
+
+
+def names(pattern: str | None = None, *, registry: RegistryArg = None) -> list[str]:
+    """Every buildable name, sorted; `pattern` is a case-insensitive glob such as `"*mlp*"`."""
+    return builder.registry_for(registry).names(pattern)
+
+
+def plan(
+    model: nn.Module | str,
+    *,
+    device_map: str | Mapping[str, devices.DeviceArg] = "auto",
+    max_memory: devices.MemoryArg = None,
+    dtype: torch.dtype | None = None,
+    no_split: Iterable[str] = (),
+    input_shape: Sequence[int] | None = None,
+    reserve: int | str | None = None,
+    registry: RegistryArg = None,
+) -> placement.Plan:
+    """Plan which device each block of `model` lives on, without allocating any weights.
+
+    Args:
+        model: a module (its tensors may be on the meta device), or a name to build on meta.
+        device_map: "auto" (fill devices in order), "balanced" (even across accelerators), or
+            {module path: device}, where a path covers everything below it ("" is the model).
+        max_memory: {device: bytes or "4GiB"} budgets, e.g. made-up {"cuda:0": …, "cpu": …}.
+            Default: the free memory of each device here (90% on accelerators).
+        dtype: count floating tensors in this dtype (and cast them to it on dispatch).
+        no_split: class names to keep whole, on top of the default rule (module docstring).
+        input_shape: shape of one input batch, for the activation reserve and for lazy models
+            (default: the entry's declared `input`).
+        reserve: bytes (or "1GiB") kept free on every device for activations; default: measured
+            by a forward on the meta device when it can run, else 0.
+        registry: extra registry file(s), when `model` is a name.
+
+    Returns:
+        The Plan: placements in forward order, bytes per device, budgets.
+
+    Raises:
+        DeviceError: bad budgets or device names, an unknown path or class name, a path that
+            cuts a whole block, or a model that does not fit (how many bytes are missing where).
+        NotMaterializedError: lazy layers and no input shape to give them one.
+    """
+    if isinstance(model, str):
+        with torch.device("meta"):  # every tensor is shape-only: a 400 GB model plans in milliseconds
+            model = build(model, registry=registry, input_shape=input_shape)
+    elif not isinstance(model, nn.Module):
+        raise ArgumentError(f"plan() takes an nn.Module or a declared name, not {type(model).__name__}.")
+    return placement.plan(
+        model, device_map=device_map, max_memory=max_memory, dtype=dtype, no_split=no_split, input_shape=input_shape,
+        reserve=reserve,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What `zoo show` prints: a name's resolved declaration and where it came from."""
+
+    name: str
+    kind: str  # "entry" or "block"
+    origin: str  # "zoo 0.1.0", "zoo-convnets 0.1.0", "user"
+    source: str  # file:line for entries, module.Class for Python blocks
+    doc: str
+    params: Mapping[str, Any]  # overridable arguments and their defaults
+    input_shape: tuple[int, ...] | None
+    input_dtype: str | None  # "int64" when the example input is token ids
+    declaration: dict[str, Any]  # entries inlined, arguments substituted
+
+
+def spec(name: str, *, registry: RegistryArg = None, **overrides: Any) -> Spec:
+    """Describe `name` without building it."""
+    reg = builder.registry_for(registry)
+    provider = reg.resolve(name)
+    entry = provider.entry
+    resolution = resolve(reg, provider, overrides, name) if entry is not None else None
+    if resolution is not None and resolution.errors:
+        raise resolution.errors[0]
+    doc = entry.doc if entry else (getattr(provider.factory, "__doc__", None) or "").strip().split("\n")[0]
+    return Spec(
+        name=name,
+        kind="entry" if entry else "block",
+        origin=str(provider.origin),
+        source=provider.where,
+        doc=doc,
+        params=dict(entry.params) if entry else {},
+        input_shape=resolution.input_shape if resolution else None,
+        input_dtype=resolution.input_dtype if resolution else None,
+        declaration=declaration(resolution.root) if resolution and resolution.root else {"type": name, **overrides},
+    )
+
+
+@overload
+def register(name: F) -> F: ...
+@overload
+def register(name: str | None = None) -> Callable[[F], F]: ...
+
+
+def register(name: Any = None) -> Any:
+    """Register a Python block in this process (for notebooks and tests).
+
+    Example:
+        >>> @zoo.register
+        ... class Scale(nn.Module): ...
+        >>> @zoo.register("my_scale")
+        ... def make_scale(factor: float = 2.0) -> nn.Module: ...
+    """
+    if callable(name):
+        discovery.register_local(name.__name__, name)
+        return name
+
+    def decorate(factory: F) -> F:
+        discovery.register_local(name or factory.__name__, factory)
+        return factory
+
+    return decorate
+
+
+URI_SCHEME = "hf://"
+KEY_MAP_ATTRIBUTE = "zoo_key_map"  # a model's own key map, set by its declaration; used when rename= is None
+
+
+def is_hub_address(source: object) -> bool:
+    """Whether `source` names a Hub repo ("hf://org/name" or "hf://org/name@revision")."""
+    return isinstance(source, str) and source.startswith(URI_SCHEME)
+
+
+def load(
+    path: str | Path,
+    *,
+    device: devices.DeviceArg = None,
+    device_map: devices.DeviceMapArg | None = None,
+    max_memory: devices.MemoryArg = None,
+    dtype: torch.dtype | None = None,
+    strict: bool = True,
+    registry: RegistryArg = None,
+    mesh: DeviceMesh | None = None,
+    shard: ShardPolicy = None,
+    mmap: bool = True,
+) -> nn.Module:
+    """Rebuild the model saved in the folder `path` from its config.json and load its weights; in eval mode.
+
+    The model is built on the meta device and given the memory-mapped tensors (no random
+    initialisation, no copy); dtype and device conversions go tensor by tensor. Shared
+    weights come back shared.
+
+    Args:
+        path: the folder; or a Hub repo, "hf://org/name" or "hf://org/name@revision", which
+            zoo.pull fetches (settings from HF_ENDPOINT, HF_HUB_CACHE, HF_HUB_OFFLINE).
+        device: where the tensors go ("cpu" by default, "cuda:0", "auto"). A checkpoint saved on
+            a GPU this machine lacks loads onto the CPU, with one line on the "zoo" logger.
+        device_map: spread the model over devices instead: "auto", "balanced" or {module path:
+            device} (see zoo.plan); each tensor is read from the file straight onto its device,
+            and inputs follow the blocks by themselves. Not together with `device`.
+        max_memory: per-device budgets for `device_map`, e.g. {"cuda:0": "10GiB", "cpu": "30GiB"}.
+        dtype: convert floating-point tensors to this precision.
+        strict: raise on any missing, unexpected or mismatched key (default). When False, the
+            model is built normally (random initial values), what fits is loaded, and the
+            LoadReport is left on the model as `model.zoo_load_report`.
+        registry: extra registry files, as for zoo.build (blocks come from the installed plugins).
+        mesh: shard the model over the ranks of this torch.distributed DeviceMesh with FSDP2: each
+            rank allocates and reads from the files only its rows of each tensor. Strict; not
+            together with `device` or `device_map`.
+        shard: with `mesh`, which blocks become FSDP units, as for zoo.build.
+        mmap: True (default): CPU tensors map the file (no copy; the file must not be rewritten in
+            place while the model lives). False: copied into private memory (see folder.load).
+
+    Raises:
+        WeightsError: no such folder, no zoo save in it, a config.json another library wrote or
+            none (weights only: the message shows the zoo.load_weights line to use), a corrupt
+            or unsafe file, or weights that do not fit the declaration.
+        UnknownNameError: a block the declaration needs is not installed (the message names
+            the distribution and version that provided it).
+        DeviceError: `device` is not on this machine.
+        ArgumentError: `dtype` is not a floating-point torch.dtype (a string such as "float16").
+        HubError: for a Hub address, as for zoo.pull.
+    """
+    if is_hub_address(path) and mesh is None and shard is None:  # sharded: zoo.distributed fetches on rank 0 first
+        from zoo._hub import client
+
+        devices.check_dtype(dtype)  # before any request
+        return client.pull(
+            str(path), device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
+            registry=registry, mmap=mmap,
+        )  # fmt: skip
+    return folder.load(
+        path, device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
+        registry=registry, mesh=mesh, shard=shard, mmap=mmap,
+    )  # fmt: skip
+
+
+def load_weights(
+    model: nn.Module,
+    source: str | Path,
+    *,
+    strict: bool = True,
+    rename: KeyMap | Mapping[str, Any] | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> weights.LoadReport:
+    """Load safetensors weights into `model`, in place: from a file, a folder, or any Hub repo.
+
+    Whoever wrote them: zoo.save, transformers' save_pretrained, huggingface_hub's
+    save_torch_model or PyTorchModelHubMixin, accelerate, plain safetensors. A key the file
+    omits because the model ties it to a stored one (`lm_head.weight`, tied to the embedding)
+    loads through that key, and huggingface_hub's record of removed shared names is honoured.
+    All or nothing: every key, shape and dtype is checked before the model changes. Lazy
+    models get their shapes from the file; meta-device models get the mapped tensors (no copy).
+
+    Args:
+        source: a safetensors file; a folder with model.safetensors or shards and
+            model.safetensors.index.json; or "hf://org/name[@revision]", of which only those
+            files are fetched (no config.json needed), into huggingface_hub's cache.
+        strict: raise on any missing, unexpected or mismatched key (default); when False, load
+            what fits and return the rest in the report.
+        rename: how the file's keys map onto the model's: a zoo.KeyMap or its table,
+            `{"strip_prefix": "module.", "add_prefix": "", "rename": [[regex, replacement], ...]}`.
+            Default: the model's own `zoo_key_map`, when its declaration gives one.
+        revision, cache_dir, local_files_only, token, endpoint: for a Hub address, as for
+            zoo.pull (a branch, tag or commit; offline use sends no request).
+
+    Returns:
+        A LoadReport: what did not fit (empty after a strict load) and the keys loaded through ties.
+
+    Raises:
+        WeightsError: unreadable, unsafe (a pickle) or (strict) not fitting, with every misfit
+            and the nearest names on both sides.
+        SpecError: a malformed `rename`.
+        HubError: the repo, revision or weights cannot be had (offline and not cached, say).
+        ArgumentError: Hub options with a local source.
+
+    Example:
+        >>> model = zoo.build("tied_mlp")
+        >>> zoo.load_weights(model, "hf://me/tied-mlp-weights@v1")
+    """
+    keymap = KeyMap.of(rename if rename is not None else getattr(model, KEY_MAP_ATTRIBUTE, None))
+    if not is_hub_address(source):
+        hub_only = {"revision": revision, "cache_dir": cache_dir, "token": token, "endpoint": endpoint}
+        given = [f"{name}=" for name, value in hub_only.items() if value is not None]
+        if local_files_only:
+            given.append("local_files_only=")
+        if given:
+            raise ArgumentError(f"{', '.join(given)} only apply to hf:// sources; '{source}' is a local path")
+        return weights.load_weights(model, Path(source), strict=strict, rename=keymap)
+    from zoo._hub import client
+
+    snapshot = client.fetch(
+        str(source),
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        token=token,
+        endpoint=endpoint,
+        weights_only=True,
+    )
+    report = weights.load_weights(model, snapshot.folder, strict=strict, rename=keymap)
+    model.__dict__["zoo_source"] = client.HubSource(
+        snapshot.repo_id, snapshot.revision, snapshot.commit, snapshot.endpoint
+    )
+    return report

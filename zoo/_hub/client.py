@@ -1,0 +1,634 @@
+"""Push models to a Hugging Face Hub and pull them back: a declaration and safetensors, never code.
+
+The only zoo module that imports huggingface_hub. A repo holds what `zoo.save` writes:
+config.json (the resolved declaration and the provenance of every block), model.safetensors
+or shards listed in model.safetensors.index.json, and a README.md model card. Pulling
+rebuilds the model from the declaration with the blocks installed here, so a repo can never
+run code on this machine, and a block that is not installed names the distribution to install.
+
+Settings are huggingface_hub's own: HF_ENDPOINT (a self-hosted Hub), HF_HOME or HF_HUB_CACHE
+(the cache), HF_TOKEN, HF_HUB_OFFLINE. The `endpoint=`, `cache_dir=` and `token=` keywords
+override them per call. Offline (HF_HUB_OFFLINE=1 or `local_files_only=True`) a pull sends no
+request at all and is served from the cache.
+
+Limits, checked before anything is parsed: config.json and the shard index at most
+MAX_JSON_BYTES (16 MiB) each, from the repo listing before they are downloaded, and again on
+the downloaded file (a server can under-report) or on disk when served from the cache; each
+safetensors header at most 100 MB (the safetensors reader's own limit, checked by
+zoo.weights before any tensor is read). JSON is parsed by zoo.jsonio, within its limits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import TypeVar
+
+import httpx2
+import huggingface_hub
+import torch
+from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # public, documented
+from torch import nn
+
+from zoo._build import builder, devices, lazy
+from zoo._build.builder import RegistryArg
+from zoo._errors import DeviceError, HubError, WeightsError, ZooError, did_you_mean, listing
+from zoo._files import fsio, jsonio
+from zoo._saved import folder as zoo_folder
+from zoo._weights import weights
+
+URI_SCHEME = "hf://"
+CONFIG_FILE = zoo_folder.CONFIG_FILE
+SINGLE_FILE = weights.MODEL_FILE
+INDEX_FILE = weights.INDEX_FILE
+CARD_FILE = zoo_folder.CARD_FILE
+MAX_JSON_BYTES = jsonio.MAX_BYTES  # config.json and the shard index (16 MiB); real ones are a few KiB
+MAX_PARALLEL_DOWNLOADS = 8
+# Weights that only an unpickler can read: zoo refuses them rather than run what they contain.
+# Files a push replaces: stale weights of an earlier push must go (single file ↔ shards).
+_WEIGHT_PATTERNS = [SINGLE_FILE, "model-*-of-*.safetensors", INDEX_FILE]
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where a pulled model came from; kept on the model as `model.zoo_source`."""
+
+    repo_id: str
+    revision: str  # what was asked for: a branch, a tag or a commit ("main" by default)
+    commit: str  # the full commit id it resolved to: pull again with revision=commit for the same bytes
+    endpoint: str
+
+
+def source_of(model: nn.Module) -> HubSource | None:
+    """Where zoo.pull got `model` from, or None for a model it did not pull."""
+    source = model.__dict__.get("zoo_source")
+    return source if isinstance(source, HubSource) else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A repo's files at one commit, complete in the local cache."""
+
+    repo_id: str
+    revision: str
+    commit: str
+    folder: Path  # the cache's snapshot folder: config.json and the weights
+    files: tuple[str, ...]  # what zoo needs, relative to `folder`
+    endpoint: str  # the server it came from
+
+
+# ----------------------------------------------------------------------------------- push
+
+
+def push(
+    model_or_dir: nn.Module | str | Path,
+    repo_id: str,
+    *,
+    branch: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    max_shard_size: int | str | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """Save a model (or take a folder zoo.save wrote) and upload it to a Hub repo.
+
+    The repo is created if needed (private or public as asked; an existing repo keeps its
+    visibility). Files the repo already holds with the same bytes are not sent again, and a
+    push that changes nothing makes no commit. Weights of an earlier push that this one does
+    not have (a single file replaced by shards, or the reverse) are deleted in the same commit.
+
+    Args:
+        model_or_dir: a model built by zoo, or a folder written by `zoo.save`.
+        repo_id: `"org/name"`.
+        branch: the branch to commit to (created from main if missing); default main.
+        private: create the repo private.
+        token: a Hub token; default HF_TOKEN or the stored login.
+        commit_message: default "Upload <model name> with zoo".
+        create_pr: open a pull request against main instead of committing to it.
+        max_shard_size: passed to zoo.save when `model_or_dir` is a model.
+        endpoint: a Hub-compatible server; default HF_ENDPOINT (huggingface.co).
+
+    Returns:
+        The URL of the commit (of the current head when nothing changed).
+
+    Raises:
+        HubError: offline, bad repo id, refused by the server, or the server cannot be reached.
+        WeightsError: the folder is not a model folder zoo wrote.
+
+    Example:
+        >>> zoo.push(zoo.build("chimera"), "me/chimera")
+        'https://huggingface.co/me/chimera/commit/3f2a…'
+    """
+    _check_repo_id(repo_id)
+    if huggingface_hub.is_offline_mode():
+        raise HubError(f"cannot push {repo_id}: HF_HUB_OFFLINE is set, so zoo sends no request. Unset it to push.")
+    if create_pr and branch not in (None, "main"):
+        raise HubError(
+            f"cannot push {repo_id}: create_pr opens a pull request against main; do not pass branch='{branch}'."
+        )
+    api = HfApi(endpoint=endpoint, token=token)
+    with _folder_to_push(model_or_dir, max_shard_size) as (folder, name):
+        with _hub_errors(f"push to {repo_id}", repo_id, branch, api.endpoint, api):
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if branch not in (None, "main"):
+                api.create_branch(repo_id, branch=branch, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                revision=branch,
+                commit_message=commit_message or f"Upload {name} with zoo",
+                create_pr=create_pr,
+                delete_patterns=_WEIGHT_PATTERNS,
+            )
+    return str(info.pr_url or info.commit_url)
+
+
+@contextmanager
+def _folder_to_push(
+    model_or_dir: nn.Module | str | Path, max_shard_size: int | str | None
+) -> Iterator[tuple[Path, str]]:
+    """The folder to upload and a name for the commit message; a model is saved to a temporary folder."""
+    if isinstance(model_or_dir, nn.Module):
+        info = builder.build_info(model_or_dir)
+        if info is None:  # weights alone: zoo.pull could not tell which model to build
+            raise HubError(
+                f"push takes a model zoo built (zoo.build, zoo.load or zoo.pull), so that zoo.pull can rebuild it "
+                f"from its declaration; this {type(model_or_dir).__name__} has none. Declare it in a registry file "
+                "and build it with zoo.build, then copy its weights in with model.load_state_dict."
+            )
+        with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
+            _save_for_push(model_or_dir, Path(tmp), max_shard_size)
+            yield Path(tmp), info.name
+        return
+    if not isinstance(model_or_dir, (str, Path)):
+        raise HubError(f"push takes an nn.Module or a folder written by zoo.save, not {type(model_or_dir).__name__}.")
+    path = Path(model_or_dir)
+    _check_model_folder(path)
+    yield path, path.resolve().name
+
+
+def _save_for_push(model: nn.Module, dest: Path, max_shard_size: int | str | None) -> None:
+    """What zoo.save writes, with a save id derived from the content instead of a random one.
+
+    The same model then gives the same bytes, so pushing it again uploads nothing.
+    """
+    lazy.require_materialized(model, "push")
+    save_id = _content_id(model)
+    config = zoo_folder.config_text(model, save_id)
+    zoo_folder.write_model(dest, model, config, save_id, max_shard_size=max_shard_size)
+
+
+def _content_id(model: nn.Module) -> str:
+    """A digest of the declaration and of every tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256((zoo_folder.config_text(model, "") or "").encode())
+    for key, tensor in model.state_dict().items():
+        host = tensor.detach().to("cpu").contiguous()
+        digest.update(f"\0{key}\0{host.dtype}\0{tuple(host.shape)}\0".encode())
+        nbytes = host.numel() * host.element_size()
+        if nbytes:  # the tensor's memory as a buffer, without a copy (and without numpy)
+            digest.update((ctypes.c_ubyte * nbytes).from_address(host.data_ptr()))
+    return digest.hexdigest()[:16]
+
+
+def _check_model_folder(path: Path) -> None:
+    """Refuse a folder zoo.load could not read back: checks config.json and every weights header, reads no tensor."""
+    config = zoo_folder.read_config(path)  # raises WeightsError for no such folder or a malformed config.json
+    if config is None:
+        present = sorted(p.name for p in path.iterdir())
+        raise WeightsError(
+            f"cannot push {path}: it has no {CONFIG_FILE}, so it was not written by zoo.save (it holds: "
+            f"{listing(present)}). Save the model with zoo.save(model, '{path}'), or push the model itself."
+        )
+    weights.inspect(path)  # raises WeightsError for missing, pickled, inconsistent or corrupt weights
+
+
+# ----------------------------------------------------------------------------------- pull
+
+
+def pull(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    device: devices.DeviceArg = None,
+    device_map: devices.DeviceMapArg | None = None,
+    max_memory: devices.MemoryArg = None,
+    dtype: torch.dtype | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    strict: bool = True,
+    registry: RegistryArg = None,
+    mmap: bool = True,
+) -> nn.Module:
+    """Fetch a model's declaration and weights from a Hub repo and rebuild it with local blocks.
+
+    Only config.json, the shard index and the safetensors files it names are fetched, shards
+    in parallel, into huggingface_hub's cache; a file already cached at that commit is not
+    fetched again. The model is rebuilt from the declaration (no code comes from the repo),
+    loaded through zoo.load (strict by default), and returned in eval mode, with
+    `model.zoo_source` (a HubSource) recording the commit the revision resolved to.
+
+    Args:
+        repo_id: `"org/name"`, `"org/name@revision"` or `"hf://org/name@revision"`.
+        revision: a branch, tag or full commit id; default main.
+        device: where the tensors go, as for zoo.load ("cpu" by default, "cuda:0", "auto").
+        device_map: spread the model over devices instead: "auto", "balanced" or
+            {module path: device}, as for zoo.plan; not together with `device`. Each tensor is
+            read from the cache straight onto its device.
+        max_memory: per-device budgets for `device_map`.
+        dtype: convert floating-point tensors to this precision.
+        cache_dir: default HF_HUB_CACHE (~/.cache/huggingface/hub).
+        local_files_only: use the cache only and send no request (as HF_HUB_OFFLINE=1 does).
+        token: for private repos; default HF_TOKEN or the stored login.
+        endpoint: a Hub-compatible server; default HF_ENDPOINT.
+        strict, registry, mmap: as for zoo.load (mmap=False copies the weights out of the cache).
+
+    Raises:
+        HubError: repo, revision or file not found (with what exists), not cached while
+            offline, pickle-only weights, a file over its size limit, the server unreachable.
+        UnknownNameError: the declaration names a block that is not installed; the message
+            names the distribution and version that provided it.
+        WeightsError: the weights do not fit the declared model.
+        DeviceError: a device or device map that this machine cannot satisfy.
+
+    Example:
+        >>> model = zoo.pull("me/chimera", revision="v1.0")
+        >>> model.zoo_source.commit
+        '3f2a…'
+    """
+    if device is not None and device_map is not None:
+        raise DeviceError(f"pull {repo_id}: pass device= or device_map=, not both.")
+    snapshot = fetch(
+        repo_id,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        token=token,
+        endpoint=endpoint,
+    )
+    model = zoo_folder.load(
+        snapshot.folder,
+        device=device,
+        device_map=device_map,
+        max_memory=max_memory,
+        dtype=dtype,
+        strict=strict,
+        registry=registry,
+        mmap=mmap,
+    )
+    model.__dict__["zoo_source"] = HubSource(snapshot.repo_id, snapshot.revision, snapshot.commit, snapshot.endpoint)
+    return model
+
+
+def fetch(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    weights_only: bool = False,
+) -> Snapshot:
+    """Make sure config.json and the weights of `repo_id` at `revision` are in the cache.
+
+    Online, one request lists the repo at `revision`; then config.json is fetched under the
+    revision's name (so the cache maps the name to the commit for later offline use) and
+    checked to be a zoo config before any weights are fetched, under the commit id.
+    With `weights_only` (zoo.load_weights), the weights alone: model.safetensors, or the index
+    and its shards; the first of them is fetched under the revision's name instead.
+    A full commit id already cached sends no request.
+    Takes the same arguments as `pull`; returns the cached Snapshot.
+
+    Raises:
+        HubError: as for pull; and, unless `weights_only`, a repo that is not a zoo model (no
+            config.json, or another library's), before any weights are downloaded.
+    """
+    repo_id, revision = _split_revision(repo_id, revision)
+    offline = local_files_only or huggingface_hub.is_offline_mode()
+    if offline or _COMMIT.match(revision):
+        cached = _from_cache(repo_id, revision, cache_dir, _endpoint(endpoint), offline, weights_only)
+        if cached is not None:
+            return cached
+    api = HfApi(endpoint=endpoint, token=token)
+    with _hub_errors(f"pull {repo_id}@{revision}", repo_id, revision, api.endpoint, api):
+        return _fetch_online(api, repo_id, revision, cache_dir, token, weights_only)
+
+
+def address(repo_id: str, revision: str | None) -> str:
+    """The address zoo.load and zoo.load_weights take: hf://org/name, with @revision unless it is main."""
+    at = f"@{revision}" if revision and revision != constants.DEFAULT_REVISION else ""
+    return f"{URI_SCHEME}{repo_id}{at}"
+
+
+def _fetch_online(
+    api: HfApi, repo_id: str, revision: str, cache_dir: str | Path | None, token: str | None, weights_only: bool
+) -> Snapshot:
+    where = f"{repo_id}@{revision}"
+
+    def download(filename: str, rev: str) -> Path:
+        return Path(
+            hf_hub_download(repo_id, filename, revision=rev, cache_dir=cache_dir, token=token, endpoint=api.endpoint)
+        )
+
+    for _ in range(3):  # the branch may move between the listing and the first download: list again
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+        commit = str(info.sha)
+        sizes = {s.rfilename: s.size for s in info.siblings or ()}
+        _check_listing(sizes, where, address(repo_id, revision), weights_only)
+        # zoo.load's order (and transformers'): a single file wins over an index.
+        weights_or_index = SINGLE_FILE if SINGLE_FILE in sizes else INDEX_FILE
+        # The first file under the revision's name, so that the cache records name → commit for offline use.
+        first = download(weights_or_index if weights_only else CONFIG_FILE, revision)
+        if first.parent.name == commit:
+            break
+    else:
+        raise HubError(f"{where} moved to a new commit three times while zoo was fetching it; try again.")
+    files: tuple[str, ...] = ()
+    if not weights_only:  # a foreign config.json is refused here, before any weights are downloaded
+        _check_size(first, f"{where}: {CONFIG_FILE}")  # the listing's sizes are the server's word, not the file's
+        _check_config(first.parent, repo_id, revision)
+        files = (CONFIG_FILE,)
+        first = download(weights_or_index, commit)
+    done = Snapshot(repo_id, revision, commit, first.parent, (*files, weights_or_index), api.endpoint.rstrip("/"))
+    if weights_or_index == SINGLE_FILE:
+        return done
+    shards = _shards_in_index(first, f"{where}: {INDEX_FILE}")
+    missing = [s for s in shards if s not in sizes]
+    if missing:
+        raise HubError(f"{where}: {INDEX_FILE} names shards the repo does not have: {listing(missing)}.")
+    _parallel([partial(download, shard, commit) for shard in shards])
+    return replace(done, files=(*done.files, *shards))
+
+
+def _check_config(folder: Path, repo_id: str, revision: str) -> None:
+    """Refuse a config.json that zoo.save did not write (transformers', a Mixin's) before any weights are fetched."""
+    try:
+        zoo_folder.read_config(folder, shown_as=address(repo_id, revision))
+    except WeightsError as err:
+        raise HubError(f"{repo_id}@{revision} is not a zoo model: {err}") from err
+
+
+def _check_listing(sizes: Mapping[str, int | None], where: str, shown_as: str, weights_only: bool) -> None:
+    """What the repo holds must be safetensors weights (and a config.json unless `weights_only`), sizes in bounds."""
+    names = list(sizes)
+    if SINGLE_FILE not in sizes and INDEX_FILE not in sizes:
+        pickles = [n for n in names if n.endswith(weights.PICKLE_SUFFIXES)]
+        if pickles:
+            raise HubError(
+                f"{where} has only pickled weights ({listing(pickles)}). zoo never unpickles: loading a pickle "
+                f"runs whatever code it holds. Ask the author for {SINGLE_FILE}, or convert it yourself from "
+                "a source you trust."
+            )
+        others = [n for n in names if n.endswith(".safetensors")]
+        hint = (
+            " To load one of its safetensors files, download it (huggingface_hub.hf_hub_download) and pass its path "
+            "to zoo.load_weights."
+            if others
+            else ""
+        )
+        raise HubError(
+            f"{where} has no {SINGLE_FILE} or {INDEX_FILE}, so it "
+            f"{'holds no weights zoo can find' if weights_only else 'is not a zoo model'}. "
+            f"It holds: {listing(names)}.{hint}"
+        )
+    if CONFIG_FILE not in sizes and not weights_only:
+        raise HubError(
+            f"{where} has weights but no {CONFIG_FILE}, so it is not a zoo model (it holds: {listing(names)}). "
+            + zoo_folder.load_weights_hint(shown_as)
+        )
+    for name in (CONFIG_FILE, INDEX_FILE) if not weights_only else (INDEX_FILE,):
+        size = sizes.get(name)
+        if size is not None and size > MAX_JSON_BYTES:
+            raise HubError(
+                f"{where}: {name} is {size:,} bytes, over zoo's limit of {MAX_JSON_BYTES:,}; "
+                "a real one is a few KiB, so zoo does not download it."
+            )
+
+
+def _from_cache(
+    repo_id: str, revision: str, cache_dir: str | Path | None, endpoint: str, strict: bool, weights_only: bool
+) -> Snapshot | None:
+    """The snapshot from the cache alone, sending no request; None (or HubError when `strict`) if incomplete."""
+    where = f"{repo_id}@{revision}"
+
+    def cached(filename: str, rev: str) -> Path | None:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=rev)
+        return Path(found) if isinstance(found, str) else None
+
+    def missing(what: str) -> Snapshot | None:
+        if not strict:
+            return None
+        cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
+        raise HubError(
+            f"{where} is not in the cache at {cache} ({what}), and zoo is offline "
+            "(HF_HUB_OFFLINE=1 or local_files_only=True), so it sends no request. Pull it once online, "
+            "or pass the cache_dir it was pulled into."
+        )
+
+    if weights_only:  # the weights file or the index was fetched under the revision's name
+        first = cached(SINGLE_FILE, revision) or cached(INDEX_FILE, revision)
+        if first is None:
+            return missing(f"no {SINGLE_FILE} or {INDEX_FILE}")
+        commit, folder, files = first.parent.name, first.parent, []
+    else:
+        config = cached(CONFIG_FILE, revision)
+        if config is None:
+            return missing(f"no {CONFIG_FILE}")
+        _check_size(config, f"{where}: {CONFIG_FILE}")
+        _check_config(config.parent, repo_id, revision)
+        commit, folder, files = config.parent.name, config.parent, [CONFIG_FILE]
+    index = cached(INDEX_FILE, commit) if cached(SINGLE_FILE, commit) is None else None
+    if index is not None:
+        _check_size(index, f"{where}: {INDEX_FILE}")
+        shards = _shards_in_index(index, f"{where}: {INDEX_FILE}")
+        files.append(INDEX_FILE)
+    else:
+        shards = [SINGLE_FILE]
+    absent = [s for s in shards if cached(s, commit) is None]
+    if absent:
+        return missing(f"{listing(absent)} missing")
+    return Snapshot(repo_id, revision, commit, folder, (*files, *shards), endpoint)
+
+
+def _shards_in_index(path: Path, where: str) -> list[str]:
+    """The shard files a safetensors index names, in order; each must be a plain relative path."""
+    index = jsonio.read(path, where, max_bytes=MAX_JSON_BYTES, error=HubError)
+    try:
+        weight_map = index["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise HubError(f"{where}: not a safetensors index (a JSON object with a 'weight_map'): {err}") from err
+    for shard in shards:
+        parts = PurePosixPath(shard).parts if isinstance(shard, str) else ()
+        # Backslashes and drive letters are separators on Windows, where the cache might live; NUL and
+        # names longer than any file system takes fail in the client with an OSError.
+        foreign = isinstance(shard, str) and (any(c in shard for c in "\\:\0") or len(shard.encode()) > 1024)
+        if not parts or foreign or shard.startswith("/") or ".." in parts or not shard.endswith(".safetensors"):
+            raise HubError(f"{where}: the shard name {shard!r} is not a .safetensors file inside the repo.")
+    return shards
+
+
+def _check_size(path: Path, where: str) -> None:
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise HubError(f"{where} is {size:,} bytes, over zoo's limit of {MAX_JSON_BYTES:,}; zoo does not parse it.")
+
+
+def _parallel(jobs: Sequence[Callable[[], T]]) -> list[T]:
+    """Run downloads side by side; the first failure is raised once all have stopped."""
+    if len(jobs) == 1:
+        return [jobs[0]()]
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_DOWNLOADS, len(jobs)), thread_name_prefix="zoo-pull") as pool:
+        futures = [pool.submit(job) for job in jobs]
+        return [future.result() for future in futures]
+
+
+# ----------------------------------------------------------------------- addresses and copies
+
+
+def parse_uri(uri: str) -> tuple[str, str | None]:
+    """`"hf://org/name@revision"` → `("org/name", "revision")`; the revision is optional.
+
+    Raises:
+        HubError: not an hf:// address, or not a valid repo id.
+    """
+    if not uri.startswith(URI_SCHEME):
+        raise HubError(f"'{uri}' is not a Hub address; write hf://org/name or hf://org/name@revision.")
+    repo_id, sep, revision = uri.removeprefix(URI_SCHEME).partition("@")
+    if sep and not revision:
+        raise HubError(f"'{uri}' has an empty revision after '@'; write hf://{repo_id}@main or drop the '@'.")
+    _check_repo_id(repo_id, uri)
+    return repo_id, revision or None
+
+
+def copy_snapshot(snapshot: Snapshot, dest: str | Path) -> Path:
+    """Copy a snapshot's files (real files, not cache links) into a new folder that zoo.load reads.
+
+    The folder appears complete or not at all. Raises HubError if `dest` exists and is not empty.
+    """
+    dest = check_copy_target(dest, snapshot.repo_id)
+    files = [*snapshot.files, *([CARD_FILE] if (snapshot.folder / CARD_FILE).is_file() else [])]
+    with fsio.atomic_dir(dest) as tmp:
+        for name in files:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(snapshot.folder / name, tmp / name)  # follows the cache's link to the blob
+    return dest
+
+
+def check_copy_target(dest: str | Path, repo_id: str) -> Path:
+    """`dest` as a Path if a pull may copy files there: it is absent or an empty folder; else HubError."""
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise HubError(f"cannot copy {repo_id} into {dest}: it exists and is not empty. Name a new folder.")
+    return dest
+
+
+def _split_revision(repo_id: str, revision: str | None) -> tuple[str, str]:
+    """`org/name@rev` → (`org/name`, `rev`); `revision=` must not contradict it."""
+    if repo_id.startswith(URI_SCHEME):
+        repo_id, in_id = parse_uri(repo_id)
+    else:
+        repo_id, _, rest = repo_id.partition("@")
+        in_id = rest or None
+        _check_repo_id(repo_id)
+    if in_id and revision and in_id != revision:
+        raise HubError(f"two revisions for {repo_id}: '@{in_id}' in the id and revision='{revision}'; give one.")
+    return repo_id, in_id or revision or constants.DEFAULT_REVISION
+
+
+def _check_repo_id(repo_id: str, written: str | None = None) -> None:
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HubError(f"'{written or repo_id}' is not a Hub repo id; write it as org/name. ({err})") from err
+    if "/" not in repo_id:
+        raise HubError(f"'{written or repo_id}' has no namespace; write it as org/name.")
+
+
+def _endpoint(endpoint: str | None) -> str:
+    return (endpoint or constants.ENDPOINT).rstrip("/")
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+@contextmanager
+def _hub_errors(action: str, repo_id: str, revision: str | None, endpoint: str, api: HfApi) -> Iterator[None]:
+    """Turn the client's exceptions into HubErrors that say what failed, what exists and what to do."""
+    try:
+        yield
+    except ZooError:  # zoo's own errors (some are ValueErrors too) already say what went wrong
+        raise
+    except (HfHubHTTPError, EntryNotFoundError, OfflineModeIsEnabled, httpx2.TransportError) as err:
+        raise _hub_error(err, f"cannot {action}", repo_id, revision, endpoint, api) from err
+    except ValueError as err:  # the client refuses what a repo says (a file name that leaves the cache)
+        raise HubError(f"cannot {action}: {endpoint} sent what the Hub client refuses: {_first_line(err)}") from err
+    except OSError as err:  # the cache folder cannot be written, or a body that does not match its stated size
+        raise HubError(f"cannot {action}: {err}") from err
+
+
+def _hub_error(err: Exception, at: str, repo_id: str, revision: str | None, endpoint: str, api: HfApi) -> HubError:
+    if isinstance(err, LocalEntryNotFoundError) and isinstance(err.__cause__, Exception):
+        # The client's wrapper when a HEAD request failed and nothing was cached: the cause says why.
+        return _hub_error(err.__cause__, at, repo_id, revision, endpoint, api)
+    if isinstance(err, RepositoryNotFoundError):
+        return HubError(
+            f"{at}: repository '{repo_id}' not found at {endpoint}. If it is private or gated, "
+            "log in (`hf auth login`) or pass token=."
+        )
+    if isinstance(err, RevisionNotFoundError):
+        return HubError(f"{at}: {_revision_hint(api, repo_id, revision)}")
+    if isinstance(err, EntryNotFoundError):
+        return HubError(f"{at}: the repo lists a file that {endpoint} does not serve: {_first_line(err)}")
+    if isinstance(err, OfflineModeIsEnabled):
+        return HubError(f"{at}: HF_HUB_OFFLINE is set; unset it, or pull with local_files_only=True.")
+    if isinstance(err, HfHubHTTPError):
+        status = err.response.status_code if err.response is not None else "?"
+        return HubError(f"{at}: {endpoint} answered HTTP {status}: {_first_line(err)}")
+    pulling = not at.startswith("cannot push")  # the cache can stand in for the server only when reading
+    offline_hint = " To use only what is cached, set HF_HUB_OFFLINE=1." if pulling else ""
+    return HubError(
+        f"{at}: the connection to {endpoint} failed ({type(err).__name__}: {err}). Run again to retry.{offline_hint}"
+    )
+
+
+def _revision_hint(api: HfApi, repo_id: str, revision: str | None) -> str:
+    """Which branches and tags exist, with the nearest one, for a revision that does not."""
+    asked = f"no revision '{revision}' in {repo_id}." if revision else f"no such revision in {repo_id}."
+    try:
+        refs = api.list_repo_refs(repo_id)
+    except (HfHubHTTPError, httpx2.TransportError):  # the hint is a courtesy; the error stands without it
+        return asked
+    names = [ref.name for ref in (*refs.branches, *refs.tags)]
+    nearest = did_you_mean(revision, names) if revision else ""
+    return f"{asked}{nearest} Branches and tags: {listing(names)}; or pass a full commit id."
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__

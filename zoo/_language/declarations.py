@@ -1,0 +1,914 @@
+"""Parse registry TOML into frozen declarations, with a file:line for every key.
+
+No torch here: this stage only reads text. Everything downstream takes `Entry` and `Node`
+objects, never raw dicts.
+
+The language, one top-level table per entry (the README teaches it with a ResNet block):
+
+    [name]
+    type = "Linear"            # a registered block, or another entry (default: a block of `layers`)
+    doc = "one line"           # shown by `zoo list`
+    input = [2, 20]            # an example input shape, batch first
+    args = { hidden = 256 }    # overridable arguments with defaults, used as "${hidden}" or "${4 * hidden}"
+    layers = [...]             # children: an array (named 0, 1, …) or a table (named children)
+    shared = { tied = {...} }  # one instance, used as "@tied" at several places below
+    init = { "*.weight" = { fn = "normal", std = 0.01 } }   # glob over parameter names → init
+    kwargs = { init = 0.1 }    # constructor arguments whose names are language keys
+    replace = true             # explicitly redefine a name declared elsewhere
+    internal = true            # a helper template: hidden from `zoo list`
+    in_features = 20           # any other key is a keyword argument of `type`
+
+Dataflow: a block whose children say what they take (`in`), or that has ops (`op`), bare
+`params`, `inputs`, `out` or `tie`, is a graph of named children rather than a chain. Children
+may be repeated (`repeat`) and left out (`when`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from zoo._errors import RegistryFileError, SpecError, nearest
+from zoo._language.expressions import Expr, has_template
+from zoo._language.expressions import parse as parse_expr
+
+MAX_NESTING = 100  # tables and arrays inside each other; parsing, checking and building recurse per level
+ENTRY_ONLY_KEYS = ("doc", "input", "args", "replace", "internal", "weights")
+BLOCK_KEYS = ("type", "layers", "shared", "init", "kwargs", "inputs", "out", "params", "tie")
+CHILD_KEYS = ("in", "call", "op", "when", "repeat")  # how a parent wires and repeats a child
+LANGUAGE_KEYS = frozenset((*ENTRY_ONLY_KEYS, *BLOCK_KEYS, *CHILD_KEYS))
+DATAFLOW_KEYS = ("inputs", "out", "params", "tie")  # block keys that make a block a graph
+DEFAULT_INPUTS = ("x",)
+INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32")  # an example input's dtype
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")  # what a bare string in `layers` and `DIST:name` can say
+_CHILD_NAME = re.compile(r"^[A-Za-z0-9_]+$")  # a child's name: one attribute, one state-dict key part
+_REF = re.compile(r"^([A-Za-z0-9_]+)(?:\[(-?\d+)\])?$")  # "name" or "name[0]"
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a declaration or key was written."""
+
+    file: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class SharedRef:
+    """`"@name"`: the one instance declared under `shared` in an enclosing block."""
+
+    name: str
+    path: str  # entry path, for messages
+    loc: Location
+    repeat: Repeat | None = None
+    when: Any = None
+
+
+@dataclass(frozen=True)
+class InitRule:
+    """Parameters whose names match `pattern` (and whose owner is one of `on`) get `fn(tensor, **kwargs)`."""
+
+    pattern: str
+    fn: str
+    kwargs: Mapping[str, Any]  # values may hold Expr
+    path: str
+    loc: Location
+    on: tuple[str, ...] = ()  # block type names; empty: any owner
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value inside a dataflow block: an input, a child's output, or a bare parameter; `[k]` picks a tuple item."""
+
+    name: str
+    item: int | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.item is None else f"{self.name}[{self.item}]"
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a child of a dataflow block is called with: `in` (references) and `call` (constants)."""
+
+    args: tuple[Ref, ...] | None  # None: the previous child's output
+    kwargs: Mapping[str, Ref] = field(default_factory=lambda: _EMPTY)
+    call: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """`repeat = N`: N copies, `index` (default `i`) counting from 0 in their values and names."""
+
+    count: Any  # int or Expr
+    index: str = "i"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One block to construct (or, with `op`, one tensor function to call): type, arguments, children."""
+
+    type: str | Expr | None  # None for an op node; an Expr such as "${act}" is evaluated when resolved
+    kwargs: Mapping[str, Any]  # scalars, tuples, mappings, nested Node, Expr
+    path: str  # `chimera -> layers[2]`, for messages
+    loc: Location
+    layers: tuple[Child, ...] | None = None  # children, in document order
+    layer_names: tuple[str | Expr, ...] | None = None  # set when `layers` was a table
+    shared: Mapping[str, Node] = field(default_factory=lambda: _EMPTY)
+    init: tuple[InitRule, ...] = ()
+    key_locs: Mapping[str, Location] = field(default_factory=lambda: _EMPTY, compare=False)
+    # a dataflow block (a graph of its children) rather than a chain
+    graph: bool = False
+    inputs: tuple[str, ...] = DEFAULT_INPUTS
+    out: tuple[Ref, ...] | Ref | None = None  # None: the last child
+    params: Mapping[str, tuple[Any, ...]] = field(default_factory=lambda: _EMPTY)  # name → shape
+    tie: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # parameter path → the one it is
+    # how the parent wires, repeats or leaves out this node
+    op: str | None = None
+    wiring: Wiring | None = None
+    when: Any = None  # None (always), a bool, or an Expr
+    repeat: Repeat | None = None
+
+
+Child = Node | SharedRef
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A named declaration from a registry file."""
+
+    name: str
+    node: Node
+    doc: str  # one line for `zoo list`
+    input_shape: tuple[Any, ...] | None  # example input, batch first (dims may be Expr over args)
+    params: Mapping[str, Any]  # overridable arguments and their defaults (may be Expr over other args)
+    replace: bool  # may redefine a name declared by an earlier source
+    loc: Location
+    origin: str  # who declared it: a distribution name, or "user" for a user file
+    internal: bool = False  # a helper template, hidden from `zoo list`
+    key_map: Mapping[str, Any] | None = None  # `weights = {...}`: how foreign checkpoint keys map onto ours
+    key_map_loc: Location | None = None  # where `weights` was written
+    input_dtype: str | None = None  # the example input's dtype (None: the model's float dtype)
+    input_high: Any = None  # integer inputs are drawn from [0, high): a vocabulary size
+
+
+def parse_file(path: str | Path, origin: str = "user") -> dict[str, Entry]:
+    """Read one registry file. Raises RegistryFileError or SpecError naming file:line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RegistryFileError(f"registry file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RegistryFileError(f"cannot read registry file {path}: {err}") from err
+    return parse_text(text, str(path), origin)
+
+
+def parse_text(text: str, file: str = "<string>", origin: str = "user") -> dict[str, Entry]:
+    """Parse registry TOML given as a string; `file` is used in messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise RegistryFileError(f"{file}: invalid TOML: {err}") from None
+    except ValueError as err:  # an integer longer than Python converts (4,300 digits)
+        long_number = re.search(r"\d{4300}", text)
+        line = text.count("\n", 0, long_number.start()) + 1 if long_number else None
+        raise RegistryFileError(f"{Location(file, line)}: a value TOML allows but Python refuses: {err}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        where = Location(file, _Scanner.deepest_line(text))
+        raise SpecError(f"{where}: values nested more than {MAX_NESTING} levels deep; zoo reads at most that") from None
+    lines = _locate_keys(text)
+    _check_nesting(data, file, lines)
+    entries = {}
+    for name, body in data.items():
+        entries[name] = _Parser(file, lines, origin).entry(name, body)
+    return entries
+
+
+def parse_declaration(name: str, body: Mapping[str, Any], file: str = "<declaration>", origin: str = "user") -> Entry:
+    """An entry from TOML-shaped data, such as a saved model's resolved declaration (config.json).
+
+    Messages name `file` (no line numbers: the data did not come from TOML text).
+    """
+    if not isinstance(body, Mapping):
+        raise SpecError(f"{file}: {name}: a declaration must be a table, got {_kind(body)}")
+    _check_nesting({name: body}, file, {})
+    return _Parser(file, {}, origin).entry(name, dict(body))
+
+
+def parse_value(text: str) -> Any:
+    """A `--set k=v` value: TOML syntax when it parses (3, 1e-3, true, [2, 3]), else a string."""
+    try:
+        return _freeze(tomllib.loads(f"v = {text}")["v"])
+    except (ValueError, RecursionError):  # not TOML (TOMLDecodeError is a ValueError), too long, too deep
+        return text
+
+
+class _Parser:
+    def __init__(self, file: str, lines: dict[tuple[Any, ...], int], origin: str) -> None:
+        self.file = file
+        self.lines = lines
+        self.origin = origin
+
+    def loc(self, keys: tuple[Any, ...]) -> Location:
+        # The deepest key recorded; inline values share the line of their key.
+        for end in range(len(keys), 0, -1):
+            if keys[:end] in self.lines:
+                return Location(self.file, self.lines[keys[:end]])
+        return Location(self.file)
+
+    def fail(self, keys: tuple[Any, ...], path: str, message: str) -> SpecError:
+        return SpecError(f"{self.loc(keys)}: {path}: {message}")
+
+    def entry(self, name: str, body: Any) -> Entry:
+        keys: tuple[Any, ...] = (name,)
+        if not _NAME.match(name):
+            raise self.fail(
+                keys,
+                repr(name),
+                "an entry name must start with a letter or _ and hold only letters, digits, "
+                "'_', '-' and '.' (':' qualifies names, '@' and '${' are references, and globs match names)",
+            )
+        if not isinstance(body, dict):
+            raise self.fail(keys, name, f"an entry must be a table ([{name}]), got {_kind(body)}")
+        doc = body.get("doc", "")
+        if not isinstance(doc, str):
+            raise self.fail(keys + ("doc",), name, "`doc` must be a string")
+        shape = body.get("input")
+        input_dtype, input_high = None, None
+        if isinstance(shape, dict):  # { shape = [2, 8], dtype = "int64", high = 50257 }: token ids
+            extra = sorted(set(shape) - {"shape", "dtype", "high"})
+            input_dtype, input_high = shape.get("dtype"), shape.get("high")
+            if extra or input_dtype not in INPUT_DTYPES:
+                raise self.fail(
+                    keys + ("input",),
+                    name,
+                    '`input` is a shape such as [2, 20], or { shape = [2, 8], dtype = "int64", high = 50257 } '
+                    f"with dtype one of {', '.join(INPUT_DTYPES)}; got {shape!r}",
+                )
+            input_high = self.argument(input_high, keys + ("input", "high"), f"{name} -> input.high")
+            shape = shape.get("shape")
+        if shape is not None:
+            shape = self.argument(shape, keys + ("input",), f"{name} -> input")
+            if not (
+                isinstance(shape, tuple)
+                and shape
+                and all(isinstance(d, Expr) or (type(d) is int and d > 0) for d in shape)
+            ):
+                raise self.fail(keys + ("input",), name, f"`input` must be a shape such as [2, 20], got {shape!r}")
+        params = body.get("args", {})
+        if not isinstance(params, dict):
+            raise self.fail(keys + ("args",), name, "`args` must be a table of argument = default")
+        for flag in ("replace", "internal"):
+            if not isinstance(body.get(flag, False), bool):
+                raise self.fail(keys + (flag,), name, f"`{flag}` must be true or false")
+        key_map = body.get("weights")
+        if key_map is not None and not isinstance(key_map, dict):
+            raise self.fail(
+                keys + ("weights",),
+                name,
+                '`weights` must be a table such as { strip_prefix = "module.", rename = [["^old", "new"]] }',
+            )
+        node_body = {k: v for k, v in body.items() if k not in ENTRY_ONLY_KEYS}
+        return Entry(
+            name=name,
+            node=self.node(node_body, keys, name),
+            doc=doc.strip().splitlines()[0] if doc.strip() else "",
+            input_shape=shape,
+            params=MappingProxyType(
+                {k: self.argument(v, keys + ("args", k), f"{name} -> args.{k}") for k, v in params.items()}
+            ),
+            replace=body.get("replace", False),
+            loc=self.loc(keys),
+            origin=self.origin,
+            internal=body.get("internal", False),
+            key_map=MappingProxyType(_freeze(key_map)) if key_map is not None else None,
+            key_map_loc=self.loc(keys + ("weights",)) if key_map is not None else None,
+            input_dtype=input_dtype,
+            input_high=input_high,
+        )
+
+    def child(self, value: Any, keys: tuple[Any, ...], path: str) -> Child:
+        """A block where one is expected: "Name", "@shared", or a table with `type` (or `op`, or `layers`)."""
+        if isinstance(value, str):
+            if value.startswith("@"):
+                return SharedRef(value[1:], path, self.loc(keys))
+            if has_template(value):
+                raise self.fail(
+                    keys,
+                    path,
+                    f"'{value}' is an expression where a block is expected; expressions give values to "
+                    'keyword arguments, e.g. { type = "Linear", out_features = "${hidden}" }',
+                )
+            return Node(type=value, kwargs=_EMPTY, path=path, loc=self.loc(keys))
+        if isinstance(value, dict):
+            if isinstance(value.get("use"), str) and value["use"].startswith(
+                "@"
+            ):  # a shared block, repeated or optional
+                extra = sorted(set(value) - {"use", "repeat", "when"})
+                if extra:
+                    raise self.fail(
+                        keys, path, f"a `use` of a shared block takes only `repeat` and `when`, not {extra}"
+                    )
+                ref = SharedRef(value["use"][1:], path, self.loc(keys))
+                return SharedRef(
+                    ref.name, path, ref.loc, self.repeat(value.get("repeat"), keys, path), self.when(value, keys, path)
+                )
+            return self.node(value, keys, path, as_child=True)
+        raise self.fail(keys, path, f"expected a block (a name or a table with `type`), got {_kind(value)}")
+
+    def node(self, body: dict[str, Any], keys: tuple[Any, ...], path: str, as_child: bool = False) -> Node:
+        for key in CHILD_KEYS:
+            if key in body and not as_child:
+                raise self.fail(
+                    keys + (key,),
+                    path,
+                    f"`{key}` says how a parent's `layers` use a child; it means nothing here. "
+                    f"To pass a constructor argument named '{key}', write kwargs = {{ {key} = ... }}",
+                )
+        op = body.get("op")
+        if op is not None:
+            return self.op_node(body, keys, path)
+        layers, layer_names = self.layers(body.get("layers"), keys + ("layers",), path)
+        graph = any(k in body for k in DATAFLOW_KEYS) or any(
+            isinstance(c, Node) and (c.op is not None or c.wiring is not None) for c in layers or ()
+        )
+        if graph and "type" in body:
+            key = next((k for k in DATAFLOW_KEYS if k in body), "layers")
+            raise self.fail(
+                keys + (key,),
+                path,
+                f"a dataflow block (one with `in`, `op`, {', '.join(f'`{k}`' for k in DATAFLOW_KEYS)}) "
+                f"is declared by its `layers` alone; remove type = {body['type']!r}, or to pass a constructor "
+                f"argument named '{key}', write kwargs = {{ {key} = ... }}",
+            )
+        type_ = body.get("type", "Sequential" if layers is not None else None)
+        if isinstance(type_, str) and has_template(type_):
+            type_ = parse_expr(type_, f"{self.loc(keys + ('type',))}: {path} -> type")
+        elif not isinstance(type_, str) or not type_:
+            found = "no `type`" if type_ is None else f"type = {type_!r}"
+            typo = nearest("type", [k for k in body if k not in LANGUAGE_KEYS])
+            hint = f" Is '{typo}' a misspelt `type`?" if typo else ""
+            raise self.fail(keys, path, f'{found}: say what to build, e.g. type = "Linear".{hint}')
+        shared_body = body.get("shared", {})
+        if not isinstance(shared_body, dict):
+            raise self.fail(keys + ("shared",), path, "`shared` must be a table of name = block")
+        shared = {}
+        for name, value in shared_body.items():
+            child = self.child(value, keys + ("shared", name), f"{path} -> shared.{name}")
+            if not isinstance(child, Node) or child.op is not None:
+                raise self.fail(keys + ("shared", name), path, "a shared block must be a block, not a reference or op")
+            shared[name] = child
+        kwargs, key_locs = self.kwargs(body, keys, path)
+        return Node(
+            type=type_,
+            kwargs=MappingProxyType(kwargs),
+            path=path,
+            loc=self.loc(keys),
+            layers=layers,
+            layer_names=layer_names,
+            shared=MappingProxyType(shared),
+            init=self.init_rules(body.get("init", {}), keys + ("init",), path),
+            key_locs=MappingProxyType(key_locs),
+            graph=graph,
+            inputs=self.inputs(body.get("inputs"), keys + ("inputs",), path),
+            out=self.refs(body["out"], keys + ("out",), path, "out") if "out" in body else None,
+            params=self.params(body.get("params", {}), keys + ("params",), path),
+            tie=self.tie(body.get("tie", {}), keys + ("tie",), path),
+            wiring=self.wiring(body, keys, path),
+            when=self.when(body, keys, path),
+            repeat=self.repeat(body.get("repeat"), keys, path),
+        )
+
+    def op_node(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Node:
+        op = body["op"]
+        if not isinstance(op, str) or not _CHILD_NAME.match(op):
+            raise self.fail(keys + ("op",), path, f'`op` names a tensor function such as "add" or "cat", got {op!r}')
+        for key in ("type", "layers", "shared", "init", *DATAFLOW_KEYS):
+            if key in body:
+                raise self.fail(
+                    keys + (key,),
+                    path,
+                    f"an op node (op = {op!r}) has no `{key}`: ops are functions without parameters or children. "
+                    f"To pass the op an argument named '{key}', write kwargs = {{ {key} = ... }}",
+                )
+        kwargs, key_locs = self.kwargs(body, keys, path)
+        return Node(
+            type=None,
+            kwargs=MappingProxyType(kwargs),
+            path=path,
+            loc=self.loc(keys),
+            key_locs=MappingProxyType(key_locs),
+            op=op,
+            wiring=self.wiring(body, keys, path) or Wiring(None),
+            when=self.when(body, keys, path),
+            repeat=self.repeat(body.get("repeat"), keys, path),
+        )
+
+    def kwargs(
+        self, body: dict[str, Any], keys: tuple[Any, ...], path: str
+    ) -> tuple[dict[str, Any], dict[str, Location]]:
+        kwargs: dict[str, Any] = {}
+        key_locs: dict[str, Location] = {}
+        for key, value in body.items():
+            if key in ENTRY_ONLY_KEYS:
+                raise self.fail(
+                    keys + (key,),
+                    path,
+                    f"`{key}` is allowed only on a top-level entry. "
+                    f"To pass a constructor argument named '{key}', write kwargs = {{ {key} = ... }}",
+                )
+            if key not in LANGUAGE_KEYS:
+                kwargs[key] = self.argument(value, keys + (key,), f"{path} -> {key}")
+                key_locs[key] = self.loc(keys + (key,))
+        escaped = body.get("kwargs", {})
+        if not isinstance(escaped, dict):
+            raise self.fail(keys + ("kwargs",), path, "`kwargs` must be a table of constructor arguments")
+        for key, value in escaped.items():
+            if key in kwargs:
+                raise self.fail(
+                    keys + ("kwargs", key), path, f"'{key}' is given twice: once directly, once in `kwargs`"
+                )
+            kwargs[key] = self.argument(value, keys + ("kwargs", key), f"{path} -> kwargs.{key}")
+            key_locs[key] = self.loc(keys + ("kwargs", key))
+        return kwargs, key_locs
+
+    def layers(
+        self, value: Any, keys: tuple[Any, ...], path: str
+    ) -> tuple[tuple[Child, ...] | None, tuple[str | Expr, ...] | None]:
+        if value is None:
+            return None, None
+        if isinstance(value, list):
+            return tuple(self.child(v, keys + (i,), f"{path} -> layers[{i}]") for i, v in enumerate(value)), None
+        if isinstance(value, dict):
+            names: list[str | Expr] = []
+            for name in value:
+                here = f"{path} -> layers.{name}"
+                if has_template(name):
+                    names.append(parse_expr(name, f"{self.loc(keys + (name,))}: {here}"))
+                elif _CHILD_NAME.match(name):
+                    names.append(name)
+                else:
+                    raise self.fail(
+                        keys + (name,),
+                        path,
+                        f"child name '{name}' must hold only letters, digits and '_' (it is an attribute and a "
+                        "state-dict key part; nest blocks to get dotted keys)",
+                    )
+            children = tuple(self.child(v, keys + (k,), f"{path} -> layers.{k}") for k, v in value.items())
+            return children, tuple(names)
+        raise self.fail(keys, path, f"`layers` must be an array or a table of blocks, got {_kind(value)}")
+
+    def argument(self, value: Any, keys: tuple[Any, ...], path: str) -> Any:
+        if isinstance(value, str) and has_template(value):
+            return parse_expr(value, f"{self.loc(keys)}: {path}")
+        if isinstance(value, dict):
+            if "type" in value:  # a nested block passed as an argument
+                return self.node(value, keys, path)
+            return MappingProxyType({k: self.argument(v, keys + (k,), path) for k, v in value.items()})
+        if isinstance(value, list):
+            return tuple(self.argument(v, keys + (i,), path) for i, v in enumerate(value))
+        return value
+
+    def inputs(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[str, ...]:
+        if value is None:
+            return DEFAULT_INPUTS
+        names = [value] if isinstance(value, str) else value
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) and _CHILD_NAME.match(n) for n in names)
+        ):
+            raise self.fail(
+                keys, path, f'`inputs` names the block\'s forward arguments, e.g. ["x", "mask"]; got {value!r}'
+            )
+        if len(set(names)) != len(names):
+            raise self.fail(keys, path, f"`inputs` names an argument twice: {names}")
+        return tuple(names)
+
+    def refs(self, value: Any, keys: tuple[Any, ...], path: str, what: str) -> tuple[Ref, ...] | Ref:
+        if isinstance(value, str):
+            return self.ref(value, keys, path, what)
+        if isinstance(value, list) and value:
+            return tuple(self.ref(v, keys + (i,), path, what) for i, v in enumerate(value))
+        raise self.fail(keys, path, f'`{what}` names values of the block, e.g. "conv1" or ["bn2", "x"]; got {value!r}')
+
+    def ref(self, value: Any, keys: tuple[Any, ...], path: str, what: str) -> Ref:
+        match = _REF.match(value) if isinstance(value, str) else None
+        if match is None:
+            hint = (
+                " ('@name' shares a block's weights; a value is named without '@')"
+                if str(value).startswith("@")
+                else ""
+            )
+            raise self.fail(
+                keys,
+                path,
+                f'`{what}` refers to an input or an earlier child by name ("x", "conv1", "qkv[0]"); '
+                f"got {value!r}{hint}",
+            )
+        return Ref(match.group(1), int(match.group(2)) if match.group(2) is not None else None)
+
+    def wiring(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Wiring | None:
+        if "in" not in body and "call" not in body:
+            return None
+        args: tuple[Ref, ...] | None = None
+        kwargs: dict[str, Ref] = {}
+        value = body.get("in")
+        if isinstance(value, dict):
+            kwargs = {k: self.ref(v, keys + ("in", k), path, "in") for k, v in value.items()}
+            args = ()
+        elif value is not None:
+            refs = self.refs(value, keys + ("in",), path, "in")
+            args = refs if isinstance(refs, tuple) else (refs,)
+        call = body.get("call", {})
+        if not isinstance(call, dict):
+            raise self.fail(keys + ("call",), path, "`call` must be a table of keyword arguments given at call time")
+        frozen = {k: self.argument(v, keys + ("call", k), f"{path} -> call.{k}") for k, v in call.items()}
+        return Wiring(args, MappingProxyType(kwargs), MappingProxyType(frozen))
+
+    def when(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Any:
+        value = body.get("when")
+        if value is None:
+            return None
+        value = self.argument(value, keys + ("when",), f"{path} -> when")
+        if not isinstance(value, (bool, Expr)):
+            raise self.fail(
+                keys + ("when",),
+                path,
+                f'`when` must be true, false or an expression such as "${{stride != 1}}"; got {value!r}',
+            )
+        return value
+
+    def repeat(self, value: Any, keys: tuple[Any, ...], path: str) -> Repeat | None:
+        if value is None:
+            return None
+        here = keys + ("repeat",)
+        index = "i"
+        if isinstance(value, dict):
+            extra = sorted(set(value) - {"n", "index"})
+            index = value.get("index", "i")
+            if extra or "n" not in value or not isinstance(index, str) or not _CHILD_NAME.match(index):
+                raise self.fail(here, path, f'`repeat` is a count, or {{ n = 3, index = "j" }}; got {value!r}')
+            value = value["n"]
+        count = self.argument(value, here, f"{path} -> repeat")
+        if not (isinstance(count, Expr) or (type(count) is int and count >= 0)):
+            raise self.fail(here, path, f"`repeat` must be a count (0 or more) or an expression; got {count!r}")
+        return Repeat(count, index)
+
+    def params(self, value: Any, keys: tuple[Any, ...], path: str) -> Mapping[str, tuple[Any, ...]]:
+        if not isinstance(value, dict):
+            raise self.fail(keys, path, "`params` must be a table of name = shape, e.g. { weight = [768, 2304] }")
+        shapes = {}
+        for name, shape in value.items():
+            here = keys + (name,)
+            if not _CHILD_NAME.match(name):
+                raise self.fail(here, path, f"parameter name '{name}' must hold only letters, digits and '_'")
+            dims = self.argument(shape, here, f"{path} -> params.{name}")
+            if not isinstance(dims, tuple) or not all(isinstance(d, Expr) or (type(d) is int and d >= 0) for d in dims):
+                raise self.fail(
+                    here, path, f"a parameter's shape is an array of sizes such as [768, 2304]; got {shape!r}"
+                )
+            shapes[name] = dims
+        return MappingProxyType(shapes)
+
+    def tie(self, value: Any, keys: tuple[Any, ...], path: str) -> Mapping[str, str]:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self.fail(
+                keys,
+                path,
+                '`tie` must be a table of "parameter" = "the parameter it is", '
+                'e.g. { "lm_head.weight" = "wte.weight" }',
+            )
+        return MappingProxyType(dict(value))
+
+    def init_rules(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[InitRule, ...]:
+        if not isinstance(value, dict):
+            raise self.fail(
+                keys,
+                path,
+                '`init` is the language\'s key for init rules: a table of "glob" = "fn" or { fn = "...", ... }. '
+                f"To pass a constructor argument named 'init', write kwargs = {{ init = {value!r} }}",
+            )
+        rules = []
+        for pattern, rule in value.items():
+            here = keys + (pattern,)
+            on: Any = ()
+            if isinstance(rule, str):
+                fn, kwargs = rule, {}
+            elif isinstance(rule, dict) and isinstance(rule.get("fn"), str):
+                fn = rule["fn"]
+                on = rule.get("on", ())
+                on = (on,) if isinstance(on, str) else on
+                if not isinstance(on, (list, tuple)) or not all(isinstance(t, str) for t in on):
+                    raise self.fail(
+                        here, path, f'`on` names block types, e.g. on = "Conv2d" or on = ["Linear"]; got {on!r}'
+                    )
+                kwargs = {
+                    k: self.argument(v, here + (k,), f"{path} -> init.{pattern}.{k}")
+                    for k, v in rule.items()
+                    if k not in ("fn", "on")
+                }
+            else:
+                raise self.fail(
+                    here, path, f'init rule for "{pattern}" needs `fn`, e.g. {{ fn = "normal", std = 0.01 }}'
+                )
+            rules.append(
+                InitRule(pattern, fn, MappingProxyType(kwargs), f"{path} -> init.{pattern}", self.loc(here), tuple(on))
+            )
+        return tuple(rules)
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+# --- key → line map ----------------------------------------------------------------------
+# tomllib keeps no positions, so a small scanner walks the (already valid) text once and
+# records the line of every key, array element and table header.
+
+
+def _check_nesting(data: Mapping[str, Any], file: str, lines: Mapping[tuple[Any, ...], int]) -> None:
+    """Refuse data nested deeper than MAX_NESTING before anything recurses over it, naming where."""
+    todo: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while todo:  # a loop, not recursion: the depth is what is being checked
+        value, keys = todo.pop()
+        if len(keys) > MAX_NESTING:
+            # A dotted table header records only its full name: take the first line that names this path.
+            line = min((n for k, n in lines.items() if k[: len(keys)] == keys), default=None)
+            path = ".".join(str(k) for k in keys[:3])
+            raise SpecError(
+                f"{Location(file, line)}: {path}…: nested more than {MAX_NESTING} levels deep; "
+                "zoo reads at most that (a real model needs a few dozen at most)"
+            )
+        if isinstance(value, Mapping):
+            todo.extend((v, (*keys, k)) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            todo.extend((v, (*keys, i)) for i, v in enumerate(value))
+
+
+def _locate_keys(text: str) -> dict[tuple[Any, ...], int]:
+    scanner = _Scanner(text)
+    try:
+        scanner.document()
+    except (_Lost, IndexError, ValueError):  # positions are a courtesy, not a contract: keep what was found
+        pass
+    return scanner.lines
+
+
+class _Lost(Exception):
+    """The scanner cannot follow the text (too deep, or not the TOML it expects); it stops there."""
+
+
+class _Scanner:
+    def __init__(self, text: str) -> None:
+        self.t = text
+        self.i = 0
+        self.newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.array_tables: dict[tuple[Any, ...], int] = {}
+        self.stopped_line: int | None = None  # where the scanner gave up, when it did
+
+    @classmethod
+    def deepest_line(cls, text: str) -> int | None:
+        """The line where values first nest deeper than MAX_NESTING (the scanner stops there)."""
+        scanner = cls(text)
+        try:
+            scanner.document()
+        except (_Lost, IndexError, ValueError):
+            pass
+        return scanner.stopped_line
+
+    def line(self) -> int:
+        return bisect.bisect_left(self.newlines, self.i) + 1
+
+    def peek(self, n: int = 1) -> str:
+        return self.t[self.i : self.i + n]
+
+    def at(self, chars: str) -> bool:
+        """Whether the next character is one of `chars` (never at the end of the text)."""
+        return self.i < len(self.t) and self.t[self.i] in chars
+
+    def skip(self, newlines: bool) -> None:
+        while self.i < len(self.t):
+            c = self.t[self.i]
+            if c in " \t\r" or (newlines and c == "\n"):
+                self.i += 1
+            elif c == "#":
+                while self.i < len(self.t) and self.t[self.i] != "\n":
+                    self.i += 1
+            else:
+                return
+
+    def document(self) -> None:
+        table: tuple[Any, ...] = ()
+        while True:
+            self.skip(newlines=True)
+            if self.i >= len(self.t):
+                return
+            start = self.i
+            if self.at("["):
+                array = self.peek(2) == "[["
+                self.i += 2 if array else 1
+                line = self.line()
+                table = self.key()
+                if array:
+                    index = self.array_tables.get(table, -1) + 1
+                    self.array_tables[table] = index
+                    table = table + (index,)
+                self.lines.setdefault(table, line)
+                self.i = self.t.index("\n", self.i) if "\n" in self.t[self.i :] else len(self.t)
+            else:
+                self.pair(table, depth=len(table))
+            self.progressed(start)
+
+    def progressed(self, start: int) -> None:
+        if self.i <= start:  # valid TOML always moves on; anything else would loop forever
+            raise _Lost(self.line())
+
+    def key(self) -> tuple[Any, ...]:
+        parts = []
+        while True:
+            self.skip(newlines=False)
+            if self.at("\"'"):
+                parts.append(self.string())
+            else:
+                start = self.i
+                while self.i < len(self.t) and (self.t[self.i].isalnum() or self.t[self.i] in "_-"):
+                    self.i += 1
+                parts.append(self.t[start : self.i])
+            self.skip(newlines=False)
+            if not self.at("."):
+                return tuple(parts)
+            self.i += 1
+
+    def pair(self, table: tuple[Any, ...], depth: int) -> None:
+        line = self.line()
+        keys = table + self.key()
+        self.lines.setdefault(keys, line)
+        self.skip(newlines=False)
+        if not self.at("="):
+            raise _Lost(line)
+        self.i += 1
+        self.skip(newlines=False)
+        self.value(keys, depth + 1)
+
+    def value(self, keys: tuple[Any, ...], depth: int) -> None:
+        if depth > MAX_NESTING and self.at("[{"):
+            self.stopped_line = self.line()
+            raise _Lost(self.stopped_line)
+        if self.at("\"'"):
+            self.string()
+        elif self.at("["):
+            self.i += 1
+            index = 0
+            while True:
+                self.skip(newlines=True)
+                if self.at("]"):
+                    self.i += 1
+                    return
+                start = self.i
+                self.lines.setdefault(keys + (index,), self.line())
+                self.value(keys + (index,), depth + 1)
+                self.skip(newlines=True)
+                if self.at(","):
+                    self.i += 1
+                self.progressed(start)
+                index += 1
+        elif self.at("{"):
+            self.i += 1
+            while True:
+                self.skip(newlines=True)
+                if self.at("}"):
+                    self.i += 1
+                    return
+                start = self.i
+                self.pair(keys, depth)
+                self.skip(newlines=True)
+                if self.at(","):
+                    self.i += 1
+                self.progressed(start)
+        else:
+            while self.i < len(self.t) and self.t[self.i] not in ",]}\n#":
+                self.i += 1
+
+    def string(self) -> str:
+        quote = self.t[self.i]
+        escapes = quote == '"'  # basic strings have backslash escapes; literal ('') ones have none
+        if self.peek(3) == quote * 3:
+            j = self.i + 3
+            while self.t[j : j + 3] != quote * 3:
+                if j >= len(self.t):
+                    raise _Lost(self.line())
+                j += 2 if (escapes and self.t[j] == "\\") else 1
+            end = j
+            while self.t[end + 3 : end + 4] == quote and end - j < 2:  # """a""""  ends on the last three quotes
+                end += 1
+            raw, self.i = self.t[self.i + 3 : end], end + 3
+            return raw
+        j = self.i + 1
+        while self.t[j] != quote:
+            if self.t[j] == "\n":
+                raise _Lost(self.line())
+            j += 2 if (escapes and self.t[j] == "\\") else 1
+        raw, self.i = self.t[self.i + 1 : j], j + 1
+        return tomllib.loads(f"k = {quote}{raw}{quote}")["k"] if escapes else raw
+
+
+# --- writing -----------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+_WIDTH = 100  # a value longer than this is written on several lines
+_ORDERED = ("layers", "init")  # tables whose order is meaning: dataflow order, rule order
+
+
+def dump_entry(name: str, declaration: Mapping[str, Any]) -> str:
+    """A declaration as readable registry TOML: short values inline, long tables as [sub.tables].
+
+    Parsing the text gives the same declaration back.
+    """
+    lines: list[str] = []
+    _dump_table(lines, (name,), declaration)
+    return "\n".join(lines) + "\n"
+
+
+def _dump_table(lines: list[str], path: tuple[str, ...], body: Mapping[str, Any], array: bool = False) -> None:
+    def too_long(key: str, value: Any) -> bool:
+        return len(key) + len(_toml(value)) > _WIDTH
+
+    tables = [k for k, v in body.items() if isinstance(v, Mapping) and v and too_long(k, v)]
+    arrays = [
+        k
+        for k, v in body.items()
+        if isinstance(v, (list, tuple))
+        and v
+        and all(isinstance(x, (Mapping, str)) for x in v)
+        and too_long(k, v)
+        and any(isinstance(x, Mapping) for x in v)
+    ]
+    if tables and path[-1] in _ORDERED and len(path) > 1 and not array:
+        tables = list(body)  # all as sub-tables, or TOML would put the inline ones first
+    if lines:
+        lines.append("")
+    header = ".".join(_key(p) for p in path)
+    lines.append(f"[[{header}]]" if array else f"[{header}]")
+    for key, value in body.items():
+        if key in tables or key in arrays:
+            continue
+        text = f"{_key(key)} = {_toml(value)}"
+        if len(text) > _WIDTH and isinstance(value, (list, tuple)) and value:
+            text = f"{_key(key)} = [\n" + "".join(f"  {_toml(v)},\n" for v in value) + "]"
+        lines.append(text)
+    for key in tables:
+        _dump_table(lines, (*path, key), _as_table(body[key]))
+    for key in arrays:
+        for item in body[key]:
+            _dump_table(lines, (*path, key), _as_table(item), array=True)
+
+
+def _as_table(value: Any) -> Mapping[str, Any]:
+    """A bare block name or "@shared" as a table of its own, where a table is needed."""
+    if isinstance(value, str):
+        return {"use": value} if value.startswith("@") else {"type": value}
+    assert isinstance(value, Mapping)
+    return value
+
+
+def _key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml(key)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }" if value else "{}"
+    raise SpecError(f"cannot write {type(value).__name__} {value!r} as TOML")

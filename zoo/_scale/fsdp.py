@@ -1,0 +1,685 @@
+"""Models sharded across processes with FSDP2, saved and loaded as normal zoo folders.
+
+    zoo.build(name, mesh=mesh)          built on the meta device, sharded with fully_shard, then each
+                                        rank allocates and initialises only its rows of each parameter
+    zoo.load(path, mesh=mesh)           the same, each rank reading only its rows from the safetensors files
+    zoo.save / zoo.checkpoint.save      every rank gathers the tensors one at a time, keeps those it writes,
+                                        and writes its own shard file into one folder, which rank 0 publishes
+                                        whole (zoo.fsio): a rank killed mid-save leaves the previous save
+    zoo.checkpoint.resume               each rank reads its rows; the optimizer's tensors are stored by
+                                        parameter name in the same way (the step folder's optimizer/),
+                                        so a run resumes on any number of ranks, or in one process
+
+A saved folder is what zoo.save writes for an unsharded model (model.safetensors, or shards with
+a transformers-style index, and config.json): one process loads it with plain zoo.load.
+
+FSDP units: `fully_shard` is applied to each block that the policy picks, innermost first, then
+to the whole model. The default picks every block that owns parameters itself (a Linear, a
+Conv2d): only one layer is ever gathered in full. `shard=` replaces the policy with a set of
+block types (`{"TransformerBlock"}`, or classes) or a function `(path, module) -> bool`.
+
+torch.distributed.tensor and fsdp take seconds to import: they are imported on first use, never
+by `import zoo`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parameter import UninitializedBuffer
+
+from zoo._build import builder, lazy
+from zoo._build.builder import RegistryArg
+from zoo._errors import (
+    ArgumentError,
+    DistributedError,
+    NotMaterializedError,
+    UnknownNameError,
+    WeightsError,
+    ZooError,
+    did_you_mean,
+    listing,
+)
+from zoo._files import fsio
+from zoo._weights import weights
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import DTensor
+
+ShardPolicy = Collection[str | type[nn.Module]] | Callable[[str, nn.Module], bool] | None
+
+_SHARD_FILE = "model-{:05d}-of-{:05d}.safetensors"  # transformers' shard names, as zoo.save writes them
+
+
+# --- where this process stands ------------------------------------------------------------------
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether any parameter of `model` is a DTensor (sharded by fully_shard)."""
+    tensor_module = sys.modules.get("torch.distributed.tensor")
+    if tensor_module is None:  # nothing can be a DTensor before torch.distributed.tensor is imported
+        return False
+    return any(isinstance(p, tensor_module.DTensor) for p in model.parameters())
+
+
+def rank() -> int:
+    """This process's rank in the default process group (0 without one)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def check_mesh(mesh: Any, action: str) -> DeviceMesh:
+    """The mesh, checked: a process group exists, this rank is in the mesh, and the mesh spans every rank.
+
+    Raises:
+        DistributedError: no process group, or a mesh that does not fit it.
+        ArgumentError: `mesh` is not a DeviceMesh.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        raise DistributedError(
+            f"{action} needs a process group, and torch.distributed is not initialised in this process. "
+            f"Start the script with torchrun (torchrun --nproc-per-node 2 train.py), then call "
+            f"torch.distributed.init_process_group('gloo') ('nccl' on GPUs) and "
+            f"mesh = torch.distributed.device_mesh.init_device_mesh('cpu', (world_size,))."
+        )
+    from torch.distributed.device_mesh import DeviceMesh
+
+    if not isinstance(mesh, DeviceMesh):
+        raise ArgumentError(
+            f"{action}: mesh must be a torch.distributed.device_mesh.DeviceMesh "
+            f"(init_device_mesh('cpu', (world_size,))), got {type(mesh).__name__}"
+        )
+    world = dist.get_world_size()
+    if mesh.get_coordinate() is None or mesh.size() != world:
+        raise DistributedError(
+            f"rank {rank()}: {action}: the mesh holds ranks {mesh.mesh.flatten().tolist()}, the process group "
+            f"{world} ranks; zoo gathers and saves over every rank, so the mesh must span them all: "
+            f"init_device_mesh('{mesh.device_type}', ({world},))"
+        )
+    return mesh
+
+
+def _mesh_device(mesh: DeviceMesh) -> torch.device:
+    if mesh.device_type == "cpu":
+        return torch.device("cpu")
+    return torch.device(mesh.device_type, torch.get_device_module(mesh.device_type).current_device())
+
+
+def _comm_device() -> torch.device:
+    # gloo moves CPU tensors; nccl only device tensors
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def agree(ok: bool) -> bool:
+    """Every rank says whether its part succeeded; True on every rank only when all did."""
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=_comm_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _broadcast_text(text: str) -> str:
+    """Rank 0's `text` on every rank (as bytes in tensors: no pickle)."""
+    device = _comm_device()
+    data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=device)
+    size = torch.tensor([data.numel()], dtype=torch.int64, device=device)
+    dist.broadcast(size, src=0)
+    if rank() != 0:
+        data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(data, src=0)
+    return bytes(data.cpu().tolist()).decode("utf-8")
+
+
+def same_on_all_ranks(text: str) -> str:
+    """Rank 0's value of `text` (a save id drawn on each rank) everywhere."""
+    return _broadcast_text(text)
+
+
+# --- sharding --------------------------------------------------------------------------------------
+
+
+def shard(model: nn.Module, mesh: DeviceMesh, policy: ShardPolicy = None, *, name: str = "the model") -> None:
+    """Apply fully_shard to the blocks `policy` picks (innermost first), then to `model` itself.
+
+    Raises:
+        UnknownNameError: `policy` names a block type that `model` does not contain.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    picks = _policy(model, policy, name)
+    units = [module for path, module in model.named_modules() if path and picks(path, module)]
+    for module in reversed(units):  # children before their parents: a parent's unit holds what is left
+        fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _policy(model: nn.Module, policy: ShardPolicy, name: str) -> Callable[[str, nn.Module], bool]:
+    if policy is None:
+        return lambda _path, module: any(p is not None for p in module._parameters.values())
+    if callable(policy):
+        return policy
+    if isinstance(policy, str):
+        policy = {policy}
+    present = {type(module).__name__ for module in model.modules()}
+    names = {p for p in policy if isinstance(p, str)}
+    classes = tuple(p for p in policy if isinstance(p, type))
+    unknown = sorted(names - present)
+    if unknown:
+        raise UnknownNameError(
+            f"shard= names {listing(unknown)}, which {name} does not contain (its blocks: {listing(present)})."
+            f"{did_you_mean(unknown[0], present)}"
+        )
+    return lambda _path, module: type(module).__name__ in names or isinstance(module, classes)
+
+
+# --- building --------------------------------------------------------------------------------------
+
+
+def build(
+    name: str,
+    *,
+    mesh: Any,
+    shard_policy: ShardPolicy,
+    registry: RegistryArg,
+    input_shape: tuple[int, ...] | None,
+    dtype: torch.dtype | None,
+    overrides: Mapping[str, Any],
+) -> nn.Module:
+    """zoo.build(name, mesh=mesh): construct on meta, shard, then give each rank's rows their initial values.
+
+    Each layer is initialised by its own reset_parameters on a full-size temporary that holds
+    one layer at a time, with rank 0's random state on every rank; this rank keeps its rows.
+    A model of Linear layers (mlp) gets the values an unsharded zoo.build gives after the same
+    torch.manual_seed.
+    """
+    mesh = check_mesh(mesh, f"zoo.build('{name}', mesh=...)")
+    with torch.device("meta"):
+        model = builder.build(name, overrides, registry=registry)
+    info = builder.build_info(model)
+    if info is not None and _has_init_rules(info.declaration):
+        raise DistributedError(
+            f"rank {rank()}: '{name}' declares `init` rules, which zoo.build(mesh=) cannot run shard by shard. "
+            f"Build it once without mesh=, zoo.save it, then zoo.load(path, mesh=mesh)."
+        )
+    shape = input_shape if input_shape is not None else (info.input_shape if info else None)
+    if lazy.is_lazy(model):
+        if shape is None:
+            raise NotMaterializedError(
+                f"'{name}' has lazy layers and no input shape: pass input_shape= so that zoo.build(mesh=) knows "
+                f"the shapes to shard"
+            )
+        lazy.materialize(model, input_shape=shape, device=torch.device("meta"))
+    if dtype is not None:
+        model.to(dtype=dtype)
+    _check_initialisable(model, name)
+    shard(model, mesh, shard_policy, name=f"'{name}'")
+    model.to_empty(device=_mesh_device(mesh))
+    _use_rank0_random_state()
+    _initialise(model)
+    _fill_buffers(model, lambda: builder.build(name, overrides, registry=registry), every=True, dtype=dtype)
+    return model
+
+
+def _has_init_rules(node: Any) -> bool:
+    if isinstance(node, Mapping):
+        return "init" in node or any(_has_init_rules(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_init_rules(v) for v in node)
+    return False
+
+
+def _check_initialisable(model: nn.Module, name: str) -> None:
+    lacking = sorted(
+        f"{path or '(model)'} ({type(module).__name__})"
+        for path, module in model.named_modules()
+        if any(p is not None for p in module._parameters.values()) and not hasattr(module, "reset_parameters")
+    )
+    if lacking:
+        raise DistributedError(
+            f"rank {rank()}: in '{name}', {listing(lacking)} hold parameters but have no reset_parameters(), so "
+            f"zoo cannot initialise them shard by shard. Build the model once without mesh=, zoo.save it, then "
+            f"zoo.load(path, mesh=mesh)."
+        )
+
+
+def _use_rank0_random_state() -> None:
+    """Every rank draws what rank 0 draws, so the rows of one layer come from one full tensor."""
+    state = torch.random.get_rng_state().to(_comm_device())
+    dist.broadcast(state, src=0)
+    torch.random.set_rng_state(state.cpu())
+
+
+def _initialise(model: nn.Module) -> None:
+    for _path, module in model.named_modules():
+        own = {n: p for n, p in module._parameters.items() if p is not None}
+        if not own:
+            continue
+        full = {n: nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device=_local(p).device)) for n, p in own.items()}
+        module._parameters.update(full)
+        try:
+            module.reset_parameters()
+        finally:
+            module._parameters.update(own)
+        with torch.no_grad():
+            for n, p in own.items():
+                _copy_rows(p, full[n].__getitem__)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    to_local = getattr(tensor, "to_local", None)  # a DTensor: this rank's rows
+    return to_local() if to_local is not None else tensor
+
+
+def _copy_rows(target: torch.Tensor, read: Callable[[tuple[slice, ...]], torch.Tensor]) -> None:
+    """Fill this rank's part of `target` with `read(index)`, `index` its place in the full tensor."""
+    local = _local(target)
+    if local.numel() == 0:  # fewer rows than ranks: this rank holds none
+        return
+    chunks = target.__create_chunk_list__() if hasattr(target, "__create_chunk_list__") else None
+    if chunks is None:
+        index = tuple(slice(0, n) for n in target.shape)
+    else:
+        (chunk,) = chunks
+        index = tuple(slice(o, o + n) for o, n in zip(chunk.offsets, chunk.sizes, strict=True))
+    local.copy_(read(index))
+
+
+def _fill_buffers(
+    model: nn.Module, rebuild: Callable[[], nn.Module], *, every: bool, dtype: torch.dtype | None
+) -> None:
+    """Give buffers the values their constructors compute: every buffer (build), or those no file holds (load).
+
+    They come from a second build whose parameters go to the meta device as they are
+    registered, so it costs the buffers and no parameter memory.
+    """
+    persistent = set(model.state_dict(keep_vars=True))
+    wanted = [key for key, _ in model.named_buffers(remove_duplicate=False) if every or key not in persistent]
+    if not wanted:
+        return
+    with lazy.parameters_on_meta():
+        computed = dict(rebuild().named_buffers(remove_duplicate=False))
+    for key in wanted:
+        prefix, _, name = key.rpartition(".")
+        owner = model.get_submodule(prefix)
+        value, current = computed.get(key), owner._buffers[name]
+        if value is None or current is None or isinstance(value, UninitializedBuffer) or value.shape != current.shape:
+            if hasattr(owner, "reset_parameters"):
+                continue  # a lazy layer's buffer: its reset_parameters gave it its value already
+            raise WeightsError(f"rank {rank()}: buffer '{key}' got no value from its constructor")
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        with torch.no_grad():
+            current.copy_(value)
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def load(
+    path: str | Path,
+    *,
+    mesh: Any,
+    shard_policy: ShardPolicy,
+    dtype: torch.dtype | None,
+    registry: RegistryArg,
+) -> nn.Module:
+    """zoo.load(path, mesh=mesh): build on meta, shard, then each rank reads only its rows of each tensor."""
+    from zoo._saved import folder as saved
+
+    mesh = check_mesh(mesh, f"zoo.load('{path}', mesh=...)")
+    where = _fetched(path) if isinstance(path, str) and path.startswith("hf://") else Path(path)
+    fsio.recover(where)
+    config = saved.read_config(where)
+    if config is None:
+        raise WeightsError(
+            f"{where} holds no {saved.CONFIG_FILE}, so zoo.load cannot rebuild the model. Build it in code on the "
+            f"meta device, shard it with zoo.distributed.shard(model, mesh), allocate it with "
+            f"model.to_empty(device='cpu'), then read each rank's rows with zoo.distributed.load_into(model, path)."
+        )
+    reg = builder.registry_for(registry)
+    example: Any = config.input or (list(config.input_shape) if config.input_shape else None)
+    declaration = {**config.declaration, **({"input": example} if example else {})}
+
+    def rebuild() -> nn.Module:
+        return builder.build_declaration(config.name, declaration, file=str(where / saved.CONFIG_FILE), registry=reg)
+
+    with weights.open_stored(where) as stored:
+        if config.save_id is not None and stored.save_id is not None and config.save_id != stored.save_id:
+            raise WeightsError(
+                f"{where}: {saved.CONFIG_FILE} (save {config.save_id}) and the weights (save {stored.save_id}) "
+                f"come from different saves; save the model again"
+            )
+        with lazy.meta_build():
+            model = rebuild()
+        check_fit(model, stored, f"the model its {saved.CONFIG_FILE} declares")
+        if lazy.is_lazy(model):
+            lazy.materialize_from_shapes(model, stored.shapes())
+        if dtype is not None:
+            model.to(dtype=dtype)
+        shard(model, mesh, shard_policy, name=f"'{config.name}'")
+        model.to_empty(device=_mesh_device(mesh))
+        read_rows(model, stored)
+    _fill_buffers(model, rebuild, every=False, dtype=dtype)
+    return model.eval()
+
+
+def _fetched(uri: str) -> Path:
+    """The cached folder of a Hub repo: rank 0 fetches it first, the others then find it in the cache."""
+    from zoo._hub import client
+
+    folder = client.fetch(uri).folder if rank() == 0 else None
+    dist.barrier()
+    return folder if folder is not None else client.fetch(uri).folder
+
+
+def check_fit(model: nn.Module, stored: weights.StoredTensors, what: str) -> None:
+    """Raise, naming this rank and every key, when the stored tensors do not fit `model`'s full shapes."""
+    report = weights.check_fit(model.state_dict(keep_vars=True), stored)
+    if report:  # a sharded load is strict: the hint of misfit_error about strict=False does not apply
+        raise WeightsError(
+            f"rank {rank()}: {stored.where} does not fit {what}, so nothing was loaded:\n{report.describe()}"
+        )
+
+
+def read_rows(model: nn.Module, stored: weights.StoredTensors) -> None:
+    """Copy this rank's rows of every stored tensor into `model`, reading only their bytes."""
+    seen: set[int] = set()
+    with torch.no_grad():
+        for key, tensor in model.state_dict(keep_vars=True).items():
+            if id(tensor) in seen:  # tied: one tensor under two keys
+                continue
+            seen.add(id(tensor))
+            _copy_rows(tensor, functools.partial(stored.part, key))
+
+
+def load_into(model: nn.Module, path: Path) -> None:
+    """Read a saved folder into a sharded model in place (checkpoint.resume); everything checked first."""
+    with weights.open_stored(path) as stored:
+        check_fit(model, stored, "the sharded model")
+        read_rows(model, stored)
+
+
+# --- saving ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, keep: Callable[[str], bool] | None = None) -> Iterator[Path]:
+    """fsio.atomic_dir across ranks: one temporary folder, which every rank fills and rank 0 publishes.
+
+    It is published only once every rank has written its part; a rank that fails or dies
+    leaves the previous folder under `target` untouched, and every rank raises. `keep`: as for
+    fsio.atomic_dir, names in the previous folder to carry over.
+    """
+    me = rank()
+    writer = fsio.atomic_dir(target, keep=keep) if me == 0 else None
+    temp = ""
+    if writer is not None:
+        try:
+            temp = str(writer.__enter__())
+        finally:
+            temp = _broadcast_text(temp)  # empty: rank 0 failed, and raises its own error
+    else:
+        temp = _broadcast_text(temp)
+    if not temp:
+        raise DistributedError(f"rank {me}: rank 0 could not create a folder to save {target}; see its error")
+    try:
+        yield Path(temp)
+    except RuntimeError as err:  # from a collective: a rank died or hung (ZooErrors are RuntimeErrors too)
+        _abandon(writer, err)
+        if isinstance(err, ZooError):
+            raise
+        raise DistributedError(f"rank {me}: saving {target} failed, and nothing was saved: {err}") from err
+    except BaseException as err:
+        _abandon(writer, err)
+        raise
+    try:
+        everyone = agree(True)
+    except Exception as err:  # a rank died: the process group says so
+        _abandon(writer, err)
+        raise DistributedError(f"rank {me}: saving {target} failed, and nothing was saved: {err}") from err
+    if not everyone:
+        failed = DistributedError(f"rank {me}: another rank failed to write its part of {target}; nothing was saved")
+        _abandon(writer, failed)
+        raise failed
+    published: BaseException | None = None
+    if writer is not None:
+        try:
+            writer.__exit__(None, None, None)
+        except BaseException as err:
+            published = err
+    if not agree(published is None):
+        if published is not None:
+            raise published
+        raise DistributedError(f"rank {me}: rank 0 could not publish {target}; see its error")
+
+
+def _abandon(writer: contextlib.AbstractContextManager[Path] | None, err: BaseException) -> None:
+    """Tell the other ranks (when they can still hear) and, on rank 0, delete the temporary folder."""
+    if not isinstance(err, DistributedError):
+        with contextlib.suppress(Exception):  # a dead peer: the collective fails, the folder must still go
+            agree(False)
+    if writer is not None:
+        writer.__exit__(type(err), err, err.__traceback__)
+
+
+def write_model(temp: Path, model: nn.Module, config: str | None, save_id: str) -> None:
+    """Every rank: write the model's part this rank owns (write_state); rank 0 adds config.json.
+
+    The files together are what zoo.save writes: model.safetensors, or model-0000k-of-0000n
+    shards (one per rank, by size) and the index. Collective: every rank calls it, with the same model.
+    """
+    write_state(temp, model.state_dict(keep_vars=True), save_id)
+    if rank() == 0 and config is not None:
+        from zoo._saved import folder as saved
+
+        (temp / saved.CONFIG_FILE).write_text(config, encoding="utf-8")
+
+
+def write_state(temp: Path, state: Mapping[str, torch.Tensor], save_id: str) -> None:
+    """Every rank: gather the tensors one at a time, keep those this rank writes, write them as one shard file.
+
+    `temp` becomes a zoo weights folder (model.safetensors, or shards and their index, which
+    rank 0 writes). A tensor under several keys (tied) is stored once. Collective.
+    """
+    from torch.distributed.tensor import DTensor
+
+    temp.mkdir(exist_ok=True)
+    me, world = rank(), dist.get_world_size()
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for key, tensor in state.items():
+        if id(tensor) in first:
+            aliases[key] = first[id(tensor)]
+        else:
+            first[id(tensor)] = key
+    unique = list(first.values())
+    owner = _owners(unique, state, world)
+    files = sorted(set(owner.values()))
+    names = {
+        o: weights.MODEL_FILE if len(files) == 1 else _SHARD_FILE.format(i + 1, len(files)) for i, o in enumerate(files)
+    }
+    mine: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for key in unique:
+            tensor = state[key]
+            if isinstance(tensor, DTensor):
+                full = _gather(tensor, owner[key])  # every rank takes part
+                if full is not None:
+                    mine[key] = full
+            elif owner[key] == me:  # not sharded (a buffer): every rank holds all of it
+                mine[key] = tensor.detach()
+    for alias, key in aliases.items():
+        if owner[key] == me:
+            mine[alias] = mine[key]  # the same tensor: stored once, with the alias in the header
+    if mine:
+        part = temp / f".rank-{me}"
+        part.mkdir()
+        weights.write_model_files(part, mine, metadata={weights.SAVE_ID_KEY: save_id})
+        (part / weights.MODEL_FILE).rename(temp / names[me])
+        part.rmdir()
+    if me == 0 and len(files) > 1:
+        index = {
+            "metadata": {"total_size": sum(_nbytes(state[k]) for k in unique)},
+            "weight_map": {key: names[owner[key]] for key in unique},
+        }
+        (temp / weights.INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def _gather(tensor: DTensor, owner: int) -> torch.Tensor | None:
+    """The full tensor on rank `owner` (None elsewhere): only the owner receives the rows, and only once."""
+    from torch.distributed.tensor import Shard
+
+    mesh = tensor.device_mesh
+    if mesh.ndim != 1 or tuple(tensor.placements) != (Shard(0),) or tensor.shape[0] == 0:  # DTensor knows how
+        full = tensor.full_tensor()
+        return full if rank() == owner else None
+    if mesh.size() == 1:  # one rank holds it all
+        return tensor.to_local()
+    group, world, rows = mesh.get_group(), mesh.size(), tensor.shape[0]
+    per = -(-rows // world)  # fully_shard cuts dim 0 as torch.chunk does: ceil(rows / world) rows per rank
+    local = tensor.to_local()
+    padded = torch.zeros((per, *tensor.shape[1:]), dtype=tensor.dtype, device=local.device)
+    padded[: local.shape[0]] = local
+    if rank() != owner:
+        dist.gather(padded, None, dst=owner, group=group)
+        return None
+    out = torch.empty((per * world, *tensor.shape[1:]), dtype=tensor.dtype, device=local.device)
+    dist.gather(padded, list(out.chunk(world)), dst=owner, group=group)
+    return out[:rows]
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _owners(keys: list[str], state: Mapping[str, torch.Tensor], world: int) -> dict[str, int]:
+    """Which rank writes each tensor: consecutive keys, about the same number of bytes per rank."""
+    total = sum(_nbytes(state[k]) for k in keys) or 1
+    owner, done = {}, 0
+    for key in keys:
+        owner[key] = min(world - 1, done * world // total)
+        done += _nbytes(state[key])
+    return owner
+
+
+# --- optimizers ------------------------------------------------------------------------------------
+
+
+OPTIMIZER_DIR = "optimizer"  # in a sharded checkpoint's step folder: the optimizer's tensors, a zoo weights folder
+
+
+def optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The optimizer's state by parameter name: (everything but the tensors, the tensors by flat key). Collective.
+
+    The tensors are this rank's shards (DTensors), written by write_state; the rest goes into
+    trainer_state.safetensors.
+    """
+    state, tensors = _optimizer_tensors(model, optimizer)
+    rest = {
+        "param_groups": state["param_groups"],
+        "state": {
+            name: {field: value for field, value in fields.items() if not isinstance(value, torch.Tensor)}
+            for name, fields in state["state"].items()
+        },
+    }
+    return rest, tensors
+
+
+def _optimizer_key(name: str, field: str) -> str:
+    return f"state.{name}.{field}"
+
+
+def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The optimizer's state (DCP creates it, zeros, when the optimizer has not stepped yet) and its tensors by key."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    try:
+        state: Any = get_optimizer_state_dict(model, optimizer)
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise DistributedError(
+            f"rank {rank()}: cannot read the optimizer's state by parameter name ({type(err).__name__}: {err}); "
+            f"build the optimizer over model.parameters() after zoo.build/zoo.load(mesh=)"
+        ) from err
+    tensors = {
+        _optimizer_key(name, field): value
+        for name, fields in state["state"].items()
+        for field, value in fields.items()
+        if isinstance(value, torch.Tensor)
+    }
+    return state, tensors
+
+
+def check_optimizer_files(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Raise, naming this rank and the keys, when the optimizer tensors in `folder` do not fit `optimizer`."""
+    _state, expected = _optimizer_tensors(model, optimizer)
+    with weights.open_stored(folder) as stored:
+        report = weights.check_fit(expected, stored)
+    if report:
+        raise WeightsError(
+            f"rank {rank()}: the optimizer state in {folder} does not fit this optimizer, so nothing was "
+            f"loaded:\n{report.describe()}\nResume with the optimizer built as when it was saved."
+        )
+
+
+def load_optimizer_files(
+    model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any], folder: Path
+) -> None:
+    """Put a state written by optimizer_state + write_state into `optimizer`, each rank reading its rows.
+
+    The optimizer's own state gives each tensor its shape and layout. Call check_optimizer_files first.
+    """
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    state, expected = _optimizer_tensors(model, optimizer)
+    with weights.open_stored(folder) as stored, torch.no_grad():
+        for key, tensor in expected.items():
+            if tensor.dim() == 0:  # a step count
+                tensor.copy_(stored.tensor(key))
+            else:
+                _copy_rows(tensor, functools.partial(stored.part, key))
+    for name, fields in saved.get("state", {}).items():
+        if name in state["state"]:
+            state["state"][name].update(fields)  # values that are no tensors (rare; a step count as an int)
+    state["param_groups"] = saved["param_groups"]
+    set_optimizer_state_dict(model, optimizer, state)
+
+
+def load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Put the state of an unsharded save (parameters by position) into a sharded model's `optimizer`."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    try:
+        set_optimizer_state_dict(
+            model, optimizer, _named(model, optimizer, saved), options=StateDictOptions(full_state_dict=True)
+        )
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise DistributedError(
+            f"rank {rank()}: the checkpoint's optimizer state does not fit this optimizer "
+            f"({type(err).__name__}: {err}); resume with the optimizer built as when it was saved"
+        ) from err
+
+
+def _named(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
+    """An unsharded optimizer state (parameters by position) keyed by this model's parameter names."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    position = [names.get(id(p)) for group in optimizer.param_groups for p in group["params"]]
+    if None in position:
+        raise DistributedError(f"rank {rank()}: the optimizer holds parameters that are not the model's")
+    ids = [i for group in saved["param_groups"] for i in group["params"]]
+    to_name = dict(zip(ids, position, strict=True))
+    return {
+        "state": {to_name[i]: value for i, value in saved["state"].items()},
+        "param_groups": [{**g, "params": [to_name[i] for i in g["params"]]} for g in saved["param_groups"]],
+    }

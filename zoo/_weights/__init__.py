@@ -1,0 +1,1 @@
+"""Tensors to and from safetensors files, and stored tensors fitted onto a model. Local files only."""
