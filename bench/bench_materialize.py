@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 from bench.common import machine, report  # noqa: E402
-from zoo._build import lazy  # noqa: E402
+from zoo._build.shape_pass import trace_shapes
 
 HUGE_BATCH = 2_000_000
 
@@ -103,7 +103,7 @@ def dry_run_activation_bytes(args: argparse.Namespace, batch: int) -> int:
     From zoo's shape pass, so it costs nothing to compute for any batch.
     """
     model = lazy_model(args.width, args.depth)
-    shapes = lazy.trace_shapes(model, (batch, args.features))
+    shapes = trace_shapes(model, (batch, args.features))
     sizes = [batch * args.features] + [
         int(torch.Size(shapes[str(i)]).numel()) for i in range(len(model)) if isinstance(model[i], nn.Linear)
     ]

@@ -18,6 +18,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import zoo
 from zoo._build import builder, lazy
+from zoo._build.known_shapes import materialize_from_shapes, register_input_rule
+from zoo._build.materialize import materialize
+from zoo._build.meta import meta_build
+from zoo._build.shape_pass import trace_shapes
 from zoo._plugins.blocks import FixedHiddenMLP, MyLinear
 
 # --- helpers -----------------------------------------------------------------------------
@@ -161,13 +165,13 @@ def test_every_entry_builds_on_the_meta_device(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in zoo.names() if builder.entry_of(n) is not None])
 def test_the_load_time_meta_build_makes_the_same_model_as_torch_meta(name: str) -> None:
-    # zoo.load builds with lazy.meta_build (initialisers skipped): the model must not differ otherwise.
+    # zoo.load builds with meta_build (initialisers skipped): the model must not differ otherwise.
     try:
         with torch.device("meta"):
             expected = zoo.build(name)
     except (zoo.UnknownNameError, zoo.ArgumentError) as err:
         pytest.skip(f"'{name}' does not build here: {err}")
-    with lazy.meta_build():
+    with meta_build():
         model = zoo.build(name)
 
     def layout(m: nn.Module) -> dict[str, tuple[Any, ...]]:
@@ -203,7 +207,7 @@ def test_the_load_time_meta_build_draws_no_initial_values_on_meta_only() -> None
     with torch.device("meta"), RandomOps() as plain:
         nn.Linear(8, 8)
     assert plain.seen  # what the meta build saves: torch.device("meta") runs the initialisers
-    with lazy.meta_build(), RandomOps() as skipped:
+    with meta_build(), RandomOps() as skipped:
         meta = nn.Linear(8, 8)
         real = nn.Linear(8, 8, device="cpu")  # asked for on the CPU: initialised as usual
     assert meta.weight.is_meta and meta.weight.shape == (8, 8)
@@ -489,7 +493,7 @@ def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def _load_by_header(model: nn.Module, path: Path) -> None:
-    lazy.materialize_from_shapes(model, _header_shapes(path))
+    materialize_from_shapes(model, _header_shapes(path))
     model.load_state_dict(load_file(str(path)))
 
 
@@ -534,7 +538,7 @@ def test_from_shapes_sets_what_each_lazy_class_would_set() -> None:
         "5.weight": (5, 100), "5.bias": (5,),
         "7.weight": (5, 2), "7.bias": (2,),
     }  # fmt: skip
-    lazy.materialize_from_shapes(model, shapes, dtype=torch.float64)
+    materialize_from_shapes(model, shapes, dtype=torch.float64)
     assert [type(m) for m in model] == [
         nn.Conv2d,
         nn.BatchNorm2d,
@@ -562,7 +566,7 @@ def test_from_shapes_lists_every_missing_key_and_changes_nothing() -> None:
         zoo.NotMaterializedError,
         match=r"no shape for lazy 0\.bias, 2\.bias, 2\.weight.*`2\.weight`: Did you mean '2\.weigth'",
     ):
-        lazy.materialize_from_shapes(model, shapes)
+        materialize_from_shapes(model, shapes)
     assert lazy.lazy_keys(model) == ["0.weight", "0.bias", "2.weight", "2.bias"]
 
 
@@ -580,14 +584,14 @@ def test_from_shapes_rejects_a_shape_the_layer_cannot_have(key: str, shape: tupl
     shapes[key] = shape
     model = zoo.build("lazy_mlp")
     with pytest.raises(zoo.WeightsError, match=message):
-        lazy.materialize_from_shapes(model, shapes)
+        materialize_from_shapes(model, shapes)
     assert len(lazy.lazy_keys(model)) == 4 and type(model[2]) is nn.LazyLinear  # checked before any change
 
 
 def test_from_shapes_a_shared_lazy_layer_under_either_path() -> None:
     shared = nn.LazyLinear(3)
     model = nn.Sequential(shared, nn.ReLU(), nn.Linear(3, 3), shared)
-    lazy.materialize_from_shapes(model, {"3.weight": (3, 3), "3.bias": (3,)})  # saved under its later path
+    materialize_from_shapes(model, {"3.weight": (3, 3), "3.bias": (3,)})  # saved under its later path
     assert model[0] is model[3] and model[0].in_features == 3
 
 
@@ -607,16 +611,16 @@ def test_from_shapes_unknown_lazy_class_then_a_rule_for_it() -> None:
 
     model = nn.Sequential(LazyScale())
     with pytest.raises(zoo.NotMaterializedError, match=r"`0` \(LazyScale\).*register_input_rule\(LazyScale, rule\)"):
-        lazy.materialize_from_shapes(model, {"0.scale": (7,)})
-    lazy.register_input_rule(LazyScale, lambda layer, shapes: (1, shapes["scale"][0]))
-    lazy.materialize_from_shapes(model, {"0.scale": (7,)})
+        materialize_from_shapes(model, {"0.scale": (7,)})
+    register_input_rule(LazyScale, lambda layer, shapes: (1, shapes["scale"][0]))
+    materialize_from_shapes(model, {"0.scale": (7,)})
     assert model[0].size == 7 and model[0].scale.shape == (7,)
 
 
 def test_from_shapes_refuses_a_non_persistent_lazy_buffer() -> None:
     model = nn.Sequential(_LazyScaler())
     with pytest.raises(zoo.NotMaterializedError, match=r"non-persistent lazy buffer `0\.ramp`"):
-        lazy.materialize_from_shapes(model, {"0.weight": (3,)})
+        materialize_from_shapes(model, {"0.weight": (3,)})
 
 
 def test_from_shapes_runs_deferred_init_rules_so_they_cannot_overwrite_loaded_weights(
@@ -624,7 +628,7 @@ def test_from_shapes_runs_deferred_init_rules_so_they_cannot_overwrite_loaded_we
 ) -> None:
     path = write_toml('[l]\nlayers = [{ type = "LazyLinear", out_features = 2 }]\ninit = { "0.weight" = "ones" }\n')
     model = zoo.build("l", registry=path)
-    lazy.materialize_from_shapes(model, {"0.weight": (2, 3), "0.bias": (2,)})
+    materialize_from_shapes(model, {"0.weight": (2, 3), "0.bias": (2,)})
     weights = {"0.weight": torch.full((2, 3), 7.0), "0.bias": torch.zeros(2)}
     model.load_state_dict(weights)
     model(torch.rand(1, 3))
@@ -639,7 +643,7 @@ def test_trace_shapes_leaves_the_model_and_the_random_state_alone() -> None:
     torch.manual_seed(0)
     expected_next = torch.rand(1)
     torch.manual_seed(0)
-    shapes = lazy.trace_shapes(model, (2_000_000, 20))
+    shapes = trace_shapes(model, (2_000_000, 20))
     assert torch.equal(torch.rand(1), expected_next)
     assert shapes == {"": (2_000_000, 10), "0": (2_000_000, 256), "1": (2_000_000, 256), "2": (2_000_000, 10)}
     assert type(model[0]) is nn.LazyLinear and lazy.is_lazy(model)
@@ -649,17 +653,17 @@ def test_trace_shapes_falls_back_on_a_copy_with_a_notice() -> None:
     model = zoo.build("chimera")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.warns(zoo.MetaFallbackWarning, match=r"`2` \(FixedHiddenMLP\) in 'chimera'.*\(3, 20\)"):
-        shapes = lazy.trace_shapes(model, (3, 20))
+        shapes = trace_shapes(model, (3, 20))
     assert shapes["0.net.0"] == (3, 64) and shapes["2"] == () and shapes["2.linear"] == (3, 20)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
 def test_trace_shapes_with_an_input_that_does_not_fit() -> None:
     with pytest.raises(zoo.ShapeError, match=r"\(2, 7\) does not fit 'mlp'.*`hidden` \(Linear\)"):
-        lazy.trace_shapes(zoo.build("mlp"), (2, 7))
+        trace_shapes(zoo.build("mlp"), (2, 7))
 
 
 def test_module_level_api() -> None:
-    assert zoo.materialize is lazy.materialize
+    assert zoo.materialize is materialize
     assert issubclass(zoo.MetaFallbackWarning, UserWarning)
     assert issubclass(zoo.ShapeError, zoo.ZooError) and issubclass(zoo.ShapeError, ValueError)

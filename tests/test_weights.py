@@ -22,6 +22,7 @@ from torch import nn
 import zoo
 from zoo import cli
 from zoo._build import builder, lazy
+from zoo._build.shape_pass import trace
 from zoo._errors import ArgumentError, DeviceError, NotMaterializedError, UnknownNameError, WeightsError
 from zoo._files import fsio
 from zoo._weights import weights
@@ -89,7 +90,7 @@ def _param_count(name: str) -> int | None:
         return None
     shape = model.zoo_info.input_shape
     if lazy.is_lazy(model) and shape is not None:
-        return lazy.trace(model, shape).param_count
+        return trace(model, shape).param_count
     return sum(p.numel() for p in model.parameters() if not isinstance(p, nn.parameter.UninitializedParameter))
 
 

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from zoo import checkpoint, distributed
     from zoo._api import build, load, load_weights, names, plan, register, spec
     from zoo._build.devices import try_all_gpus, try_gpu
-    from zoo._build.lazy import MetaFallbackWarning, materialize, register_input_rule
+    from zoo._build.known_shapes import register_input_rule
+    from zoo._build.lazy import MetaFallbackWarning
+    from zoo._build.materialize import materialize
     from zoo._hub.client import pull, push
     from zoo._language.keymap import KeyMap
     from zoo._metrics import Accumulator
@@ -68,13 +70,13 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "load": ("zoo._api", "load"),
     "load_tensors": ("zoo._weights.weights", "load_tensors"),
     "load_weights": ("zoo._api", "load_weights"),
-    "materialize": ("zoo._build.lazy", "materialize"),
+    "materialize": ("zoo._build.materialize", "materialize"),
     "names": ("zoo._api", "names"),
     "plan": ("zoo._api", "plan"),
     "pull": ("zoo._hub.client", "pull"),
     "push": ("zoo._hub.client", "push"),
     "register": ("zoo._api", "register"),
-    "register_input_rule": ("zoo._build.lazy", "register_input_rule"),
+    "register_input_rule": ("zoo._build.known_shapes", "register_input_rule"),
     "save": ("zoo._saved.folder", "save"),
     "save_tensors": ("zoo._weights.weights", "save_tensors"),
     "spec": ("zoo._api", "spec"),

@@ -17,6 +17,7 @@ from torch import nn
 
 from zoo._build import builder, devices, lazy
 from zoo._build.builder import RegistryArg
+from zoo._build.materialize import materialize
 from zoo._errors import ArgumentError, DeviceError, listing
 from zoo._language.keymap import KeyMap
 from zoo._language.resolve import declaration, resolve
@@ -98,7 +99,7 @@ def build(
     shape = input_shape if input_shape is not None else (info.input_shape if info else None)
     if shape is not None and lazy.is_lazy(model):
         # Placed first, then materialised: lazy tensors are allocated once, on the target device.
-        lazy.materialize(model, input_shape=shape, device=target, dtype=dtype)
+        materialize(model, input_shape=shape, device=target, dtype=dtype)
     elif target is not None or dtype is not None:
         lazy.place(model, target, dtype)  # not model.to: on meta that would turn lazy parameters into empty ones
     return model

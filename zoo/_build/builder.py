@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from zoo._build import initrules
-from zoo._plugins import discovery
-from zoo._language.declarations import Entry, parse_declaration
-from zoo._errors import BuildError
 from zoo._build.graph import compile_graph
+from zoo._errors import BuildError
+from zoo._language.declarations import Entry, parse_declaration
 from zoo._language.registry import USER, Origin, Provider, Registry
 from zoo._language.resolve import Block, Graph, Init, Resolved, Use, declaration, resolve, too_deep
 from zoo._language.signatures import children_style
+from zoo._plugins import discovery
 
 RegistryArg = str | Path | Iterable[str | Path] | Registry | None
 

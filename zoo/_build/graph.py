@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from zoo._language.declarations import Ref
 from zoo._errors import BuildError
+from zoo._language.declarations import Ref
 from zoo._language.resolve import Graph, Resolved
 
 

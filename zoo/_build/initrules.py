@@ -89,6 +89,12 @@ def _defer(owner: nn.Module, param_name: str, rule: BoundRule) -> None:
     pending.append((param_name, rule))
 
 
+def deferred(module: nn.Module) -> list[tuple[str, BoundRule]] | None:
+    """The rules waiting for `module`'s lazy parameters to get their shapes (the list itself), or None."""
+    pending: list[tuple[str, BoundRule]] | None = module.__dict__.get(_DEFERRED)
+    return pending
+
+
 def _run_deferred_hook(owner: nn.Module, _inputs: Any) -> None:
     run_deferred(owner)
 

@@ -28,6 +28,9 @@ from torch import nn
 
 from zoo._build import builder, devices, lazy
 from zoo._build.builder import RegistryArg
+from zoo._build.known_shapes import materialize_from_shapes
+from zoo._build.materialize import materialize
+from zoo._build.meta import meta_build, parameters_on_meta
 from zoo._errors import (
     ArgumentError,
     DeviceError,
@@ -426,7 +429,7 @@ def _load_fast(
     mmap: bool = True,
 ) -> nn.Module | None:
     """Build on the meta device and hand over the mapped tensors; None when a lazy layer needs a forward pass."""
-    with lazy.meta_build():
+    with meta_build():
         model = _build(config, reg, folder)
     report = weights.check_fit(model.state_dict(keep_vars=True), stored)
     if report:
@@ -447,7 +450,7 @@ def _size_from_headers(model: nn.Module, stored: weights.StoredTensors, config: 
     if not lazy.is_lazy(model):
         return True
     try:
-        lazy.materialize_from_shapes(model, stored.shapes())
+        materialize_from_shapes(model, stored.shapes())
     except NotMaterializedError:
         if config.input_shape is None:
             raise
@@ -462,7 +465,7 @@ def _load_slow(
     model = _build(config, reg, folder)
     if not _size_from_headers(model, stored, config):
         assert config.input_shape is not None  # _size_from_headers raised otherwise
-        lazy.materialize(model, input_shape=config.input_shape)
+        materialize(model, input_shape=config.input_shape)
     report = weights.check_fit(model.state_dict(keep_vars=True), stored)
     if strict and report:
         raise weights.misfit_error(report, stored.where, f"the model its {CONFIG_FILE} declares")
@@ -616,7 +619,7 @@ def _compute_buffers(
     """
     pending = [key for key, buffer in model.named_buffers(remove_duplicate=False) if buffer.is_meta]
     if pending:
-        with lazy.parameters_on_meta():
+        with parameters_on_meta():
             computed = dict(_build(config, reg, folder).named_buffers(remove_duplicate=False))
         for key in pending:
             prefix, _, name = key.rpartition(".")

@@ -39,6 +39,9 @@ from torch.nn.parameter import UninitializedBuffer
 
 from zoo._build import builder, lazy
 from zoo._build.builder import RegistryArg
+from zoo._build.known_shapes import materialize_from_shapes
+from zoo._build.materialize import materialize
+from zoo._build.meta import meta_build, parameters_on_meta
 from zoo._errors import (
     ArgumentError,
     DistributedError,
@@ -218,7 +221,7 @@ def build(
                 f"'{name}' has lazy layers and no input shape: pass input_shape= so that zoo.build(mesh=) knows "
                 f"the shapes to shard"
             )
-        lazy.materialize(model, input_shape=shape, device=torch.device("meta"))
+        materialize(model, input_shape=shape, device=torch.device("meta"))
     if dtype is not None:
         model.to(dtype=dtype)
     _check_initialisable(model, name)
@@ -306,7 +309,7 @@ def _fill_buffers(
     wanted = [key for key, _ in model.named_buffers(remove_duplicate=False) if every or key not in persistent]
     if not wanted:
         return
-    with lazy.parameters_on_meta():
+    with parameters_on_meta():
         computed = dict(rebuild().named_buffers(remove_duplicate=False))
     for key in wanted:
         prefix, _, name = key.rpartition(".")
@@ -359,11 +362,11 @@ def load(
                 f"{where}: {saved.CONFIG_FILE} (save {config.save_id}) and the weights (save {stored.save_id}) "
                 f"come from different saves; save the model again"
             )
-        with lazy.meta_build():
+        with meta_build():
             model = rebuild()
         check_fit(model, stored, f"the model its {saved.CONFIG_FILE} declares")
         if lazy.is_lazy(model):
-            lazy.materialize_from_shapes(model, stored.shapes())
+            materialize_from_shapes(model, stored.shapes())
         if dtype is not None:
             model.to(dtype=dtype)
         shard(model, mesh, shard_policy, name=f"'{config.name}'")

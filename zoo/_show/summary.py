@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedParameter
 
-from zoo._build import lazy
+from zoo._build.shape_pass import trace
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def summary(model: nn.Module, input_shape: Sequence[int] | None = None) -> Summa
     Example:
         >>> print(zoo.summary(zoo.build("lazy_mlp"), input_shape=(2, 20)))
     """
-    traced = lazy.trace(model, input_shape) if input_shape is not None else None
+    traced = trace(model, input_shape) if input_shape is not None else None
     shapes = traced.shapes if traced is not None else {}
     first_path: dict[int, str] = {}
     rows = []

@@ -42,6 +42,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from zoo._build import devices, lazy
+from zoo._build.known_shapes import materialize_from_shapes
 from zoo._errors import ArgumentError, WeightsError, did_you_mean, listing, nearest
 from zoo._files import fsio, jsonio
 from zoo._language.keymap import KeyMap
@@ -732,7 +733,7 @@ def load_weights(
             where = f"{stored.where} (keys mapped by {rename.describe()})" if rename else stored.where
             raise misfit_error(report, where)
         if lazy.is_lazy(model):
-            lazy.materialize_from_shapes(model, stored.shapes())
+            materialize_from_shapes(model, stored.shapes())
         apply_stored(model, stored, report)
     return report
 

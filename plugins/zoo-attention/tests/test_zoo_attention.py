@@ -22,7 +22,8 @@ from zoo_attention import (
 )
 
 import zoo
-from zoo._build import check, lazy
+from zoo._build import check
+from zoo._build.known_shapes import materialize_from_shapes
 from zoo._language.registry import Registry
 
 
@@ -186,5 +187,5 @@ def test_learned_positions_are_sized_from_checkpoint_shapes_alone() -> None:
     from zoo_attention.blocks import LazyLearnedPositions, LearnedPositions
 
     layer = LazyLearnedPositions()
-    lazy.materialize_from_shapes(layer, {"pos_embedding": (1, 17, 32)})  # what a safetensors header gives
+    materialize_from_shapes(layer, {"pos_embedding": (1, 17, 32)})  # what a safetensors header gives
     assert type(layer) is LearnedPositions and layer.pos_embedding.shape == (1, 17, 32)

@@ -1,0 +1,72 @@
+"""Builds on the meta device for tensors that will be replaced (zoo.load, sharded loads): shapes, no values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parameter import UninitializedParameter
+from torch.utils._device import DeviceContext
+
+# What a constructor calls to draw initial values. On meta tensors they compute nothing, yet each
+# costs ~0.1 ms of Python (random ops reach meta through decompositions): for a load that
+# replaces every value anyway, that was most of building the model.
+_INITIALISERS = frozenset(
+    {
+        nn.init.uniform_,
+        nn.init.normal_,
+        nn.init.constant_,
+        nn.init.kaiming_uniform_,
+        nn.init.kaiming_normal_,
+        nn.init.trunc_normal_,
+        torch.Tensor.uniform_,
+        torch.Tensor.normal_,
+        torch.Tensor.random_,
+        torch.Tensor.bernoulli_,
+        torch.Tensor.exponential_,
+        torch.Tensor.log_normal_,
+        torch.Tensor.cauchy_,
+        torch.Tensor.geometric_,
+    }
+)
+
+
+class _MetaBuild(DeviceContext):
+    """torch.device("meta") that skips drawing initial values into meta tensors."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func in _INITIALISERS:
+            tensor = args[0] if args else (kwargs or {}).get("tensor")
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        return super().__torch_function__(func, types, args, kwargs)  # type: ignore[no-untyped-call]
+
+
+def meta_build() -> DeviceContext:
+    """Build on the meta device for tensors that will be replaced: shapes only, no initial values drawn.
+
+    zoo.load builds this way: the model is the same as under torch.device("meta"), in less time.
+    """
+    return _MetaBuild("meta")
+
+
+@contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Within it, every parameter a module registers lands on the meta device (no memory, no init values).
+
+    zoo.load and sharded loads build this way, then hand the model the stored tensors.
+    """
+
+    def to_meta(_module: nn.Module, _name: str, param: Any) -> Any:
+        if param is None or isinstance(param, UninitializedParameter) or param.is_meta:
+            return None
+        return nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+
+    handle = nn.modules.module.register_module_parameter_registration_hook(to_meta)
+    try:
+        yield
+    finally:
+        handle.remove()
