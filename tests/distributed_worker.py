@@ -18,7 +18,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor
 
 import zoo
-from zoo._weights import weights as zoo_weights
+from zoo._weights import writer
 
 BATCH = 8
 
@@ -126,7 +126,7 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
         def die(*_args: object, **_kwargs: object) -> None:
             os._exit(3)
 
-        zoo_weights.write_model_files = die  # type: ignore[assignment]
+        writer.write_model_files = die  # type: ignore[assignment]
     try:
         zoo.checkpoint.save(work / "run", model=model, optimizer=optimizer, step=2)
         outcome = "returned"

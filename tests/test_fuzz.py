@@ -41,7 +41,7 @@ import zoo
 from zoo import cli
 from zoo._errors import ZooError
 from zoo._language import declarations
-from zoo._weights import weights
+from zoo._weights import reader
 
 ROOT = Path(__file__).resolve().parent.parent
 # Hypothesis caches (constants, character maps) go to a temporary folder, not into the repository.
@@ -296,7 +296,7 @@ def test_hostile_folders_through_load_and_load_weights(case: tuple[str, list[tup
             holds_api(lambda: zoo.load(folder, mmap=False, strict=False), f"zoo.load(strict=False) of {what}")
             model = zoo.build("tied_mlp" if kind == "tied" else "mlp")
             holds_api(lambda: zoo.load_weights(model, folder), f"zoo.load_weights of {what}")
-            holds_api(lambda: weights.inspect(folder), f"zoo inspect of {what}")
+            holds_api(lambda: reader.inspect(folder), f"zoo inspect of {what}")
 
 
 def test_the_suite_starts_from_inputs_that_work(tmp_path: Path) -> None:

@@ -134,7 +134,7 @@ def test_the_contract_is_pluggy_project_zoo_with_four_hooks() -> None:
 
 def test_builtins_arrive_as_the_default_plugin_through_the_same_hooks() -> None:
     registry, found = discovery.discover([])
-    assert [(r.name, r.dist, r.module, r.status) for r in found] == [("zoo", "zoo", "zoo.builtin", "ok")]
+    assert [(r.name, r.dist, r.module, r.status) for r in found] == [("zoo", "zoo", "zoo._plugins.builtin", "ok")]
     assert found[0].version == zoo.__version__
     assert "chimera" in found[0].entries and "Linear" in found[0].blocks and "normal" in found[0].inits
     linear = registry.resolve("Linear")
@@ -384,7 +384,7 @@ def test_zoo_plugins_lists_every_plugin_with_status_and_reason(
     lines = out.splitlines()
     assert lines[0].split() == ["PLUGIN", "DISTRIBUTION", "MODULE", "LOAD", "STATUS"]
     row = {line.split()[0]: line for line in lines if line and not line.startswith(" ")}
-    assert row["zoo"].split()[1:] == ["zoo", zoo.__version__, "zoo.builtin", row["zoo"].split()[4], "ms", "ok"]
+    assert row["zoo"].split()[1:] == ["zoo", zoo.__version__, "zoo._plugins.builtin", row["zoo"].split()[4], "ms", "ok"]
     assert row["zoo_left"].split()[1:4] == ["zoo-left", "1.0", "zoo_left"] and re.search(r"ms +ok$", row["zoo_left"])
     assert row["zoo_broken"].endswith("failed: ModuleNotFoundError: No module named 'zoo_missing_dependency'")
     assert "zoo-broken 0.2.0" in row["zoo_broken"]
@@ -409,7 +409,7 @@ def test_zoo_plugins_with_no_third_party_plugin(
     monkeypatch.setattr(discovery, "_installed", lambda: [])
     assert cli.main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert "zoo.builtin" in out and "no third-party plugins installed (entry-point group 'zoo')" in out
+    assert "zoo._plugins.builtin" in out and "no third-party plugins installed (entry-point group 'zoo')" in out
 
 
 # --- isolated registries for plugin authors ---------------------------------------------------------

@@ -21,11 +21,11 @@ from torch import nn
 
 import zoo
 from zoo import cli
-from zoo._build import builder, lazy
+from zoo._build import builder, devices, lazy
 from zoo._build.shape_pass import trace
 from zoo._errors import ArgumentError, DeviceError, NotMaterializedError, UnknownNameError, WeightsError
 from zoo._files import fsio
-from zoo._weights import weights
+from zoo._weights import layout, progress, reader
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -300,8 +300,8 @@ def test_tied_weights_are_stored_once_and_tied_again(tmp_path: Path) -> None:
     zoo.save(model, tmp_path / "m")
     stored = load_file(tmp_path / "m" / "model.safetensors")
     assert "4.weight" not in stored and "2.weight" in stored
-    header = weights.inspect(tmp_path / "m")[0]
-    assert json.loads(header.metadata[weights.ALIASES_KEY]) == {"4.weight": "2.weight", "4.bias": "2.bias"}
+    header = reader.inspect(tmp_path / "m")[0]
+    assert json.loads(header.metadata[layout.ALIASES_KEY]) == {"4.weight": "2.weight", "4.bias": "2.bias"}
     loaded = zoo.load(tmp_path / "m")
     assert loaded[2] is loaded[4]
 
@@ -334,7 +334,7 @@ def test_sharded_save_writes_a_transformers_index(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "size"), [(1234, 1234), ("2GB", 2 * 10**9), ("500MiB", 500 * 2**20), ("1.5kb", 1500)])
 def test_max_shard_size_accepts_bytes_and_units(text: int | str, size: int) -> None:
-    assert weights.parse_size(text) == size
+    assert devices.parse_size(text, "max_shard_size") == size
 
 
 @pytest.mark.parametrize("bad", [0, -5, "lots", "5 parsecs", True, 2.5])
@@ -861,10 +861,10 @@ def test_load_tensors_of_a_plain_safetensors_file_and_on_a_device(tmp_path: Path
 
 
 def test_a_corrupt_structure_is_named(tmp_path: Path) -> None:
-    save_file({"a": torch.ones(2)}, tmp_path / "f", metadata={weights.STRUCTURE_KEY: '{"tensor": "zz"}'})
+    save_file({"a": torch.ones(2)}, tmp_path / "f", metadata={layout.STRUCTURE_KEY: '{"tensor": "zz"}'})
     with pytest.raises(WeightsError, match=r"zoo\.structure.*corrupt"):
         zoo.load_tensors(tmp_path / "f")
-    save_file({"a": torch.ones(2)}, tmp_path / "g", metadata={weights.STRUCTURE_KEY: "{oops"})
+    save_file({"a": torch.ones(2)}, tmp_path / "g", metadata={layout.STRUCTURE_KEY: "{oops"})
     with pytest.raises(WeightsError, match="not valid JSON"):
         zoo.load_tensors(tmp_path / "g")
 
@@ -892,20 +892,20 @@ class RecordingBar:
 def test_a_progress_bar_follows_the_bytes_of_large_saves_and_loads_on_a_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(weights, "tqdm", RecordingBar)
-    monkeypatch.setattr(weights, "_on_terminal", lambda: True)
+    monkeypatch.setattr(progress, "tqdm", RecordingBar)
+    monkeypatch.setattr(progress, "_on_terminal", lambda: True)
     RecordingBar.made = []
     model = zoo.build("mlp")
     nbytes = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     zoo.save(model, tmp_path / "small")
     assert RecordingBar.made == []  # under PROGRESS_MIN_BYTES: no bar
-    monkeypatch.setattr(weights, "PROGRESS_MIN_BYTES", nbytes)
+    monkeypatch.setattr(progress, "PROGRESS_MIN_BYTES", nbytes)
     zoo.save(model, tmp_path / "m", max_shard_size=10_000)
     zoo.load(tmp_path / "m", dtype=torch.float64)
     save_bar, load_bar = RecordingBar.made
     assert save_bar.total == save_bar.n == nbytes and save_bar.desc.startswith("saving ")
     assert load_bar.total == load_bar.n == nbytes and load_bar.desc == "loading m"
-    monkeypatch.setattr(weights, "_on_terminal", lambda: False)  # a log or a pipe: no bar, whatever the size
+    monkeypatch.setattr(progress, "_on_terminal", lambda: False)  # a log or a pipe: no bar, whatever the size
     RecordingBar.made = []
     zoo.save(model, tmp_path / "n")
     zoo.load(tmp_path / "n")

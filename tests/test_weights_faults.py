@@ -28,7 +28,7 @@ from torch import nn
 import zoo
 from zoo._errors import WeightsError
 from zoo._files import fsio
-from zoo._weights import weights
+from zoo._weights import layout
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -211,7 +211,7 @@ def test_a_folder_of_pickles_is_refused(tmp_path: Path) -> None:
 
 def test_broken_shard_indexes_are_refused(tmp_path: Path) -> None:
     zoo.save(zoo.build("chimera"), tmp_path / "m", max_shard_size=3000)
-    index_file = tmp_path / "m" / weights.INDEX_FILE
+    index_file = tmp_path / "m" / layout.INDEX_FILE
     good = json.loads(index_file.read_text())
     first_shard = sorted(set(good["weight_map"].values()))[0]
     cases = {
@@ -241,7 +241,7 @@ def test_corrupt_alias_metadata_is_refused(tmp_path: Path) -> None:
         json.dumps({"2.bias": "2.weight"}),
     ]:
         bad = tmp_path / "aliases.safetensors"
-        save_file(tensors, bad, metadata={weights.ALIASES_KEY: aliases})
+        save_file(tensors, bad, metadata={layout.ALIASES_KEY: aliases})
         model = nn.Sequential(nn.ReLU(), nn.ReLU(), nn.Linear(8, 8))
         before = snapshot(model)
         with pytest.raises(WeightsError, match=r"zoo\.aliases"):
@@ -370,9 +370,9 @@ def check_complete(path: Path, allowed: set[int]) -> int:
     names = {p.name for p in path.iterdir()}
     shards = {n for n in names if n.startswith("model-")}
     if "model.safetensors" in names:
-        assert not shards and weights.INDEX_FILE not in names
+        assert not shards and layout.INDEX_FILE not in names
     else:
-        index = json.loads((path / weights.INDEX_FILE).read_text())
+        index = json.loads((path / layout.INDEX_FILE).read_text())
         assert shards == set(index["weight_map"].values())
     for name in names:
         if name.endswith(".safetensors"):

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from zoo._scale.placement import Plan, dispatch
     from zoo._show.picture import draw
     from zoo._show.summary import summary
-    from zoo._weights.weights import load_tensors, save_tensors
+    from zoo._weights.nested import load_tensors, save_tensors
 
 __version__ = "0.1.0"
 
@@ -68,7 +68,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "hookimpl": ("zoo._plugins.hookspecs", "hookimpl"),
     "isolated_registry": ("zoo._plugins.discovery", "isolated"),
     "load": ("zoo._api", "load"),
-    "load_tensors": ("zoo._weights.weights", "load_tensors"),
+    "load_tensors": ("zoo._weights.nested", "load_tensors"),
     "load_weights": ("zoo._api", "load_weights"),
     "materialize": ("zoo._build.materialize", "materialize"),
     "names": ("zoo._api", "names"),
@@ -78,7 +78,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "register": ("zoo._api", "register"),
     "register_input_rule": ("zoo._build.known_shapes", "register_input_rule"),
     "save": ("zoo._saved.folder", "save"),
-    "save_tensors": ("zoo._weights.weights", "save_tensors"),
+    "save_tensors": ("zoo._weights.nested", "save_tensors"),
     "spec": ("zoo._api", "spec"),
     "summary": ("zoo._show.summary", "summary"),
     "try_all_gpus": ("zoo._build.devices", "try_all_gpus"),

@@ -24,7 +24,7 @@ from zoo._language.resolve import declaration, resolve
 from zoo._plugins import discovery
 from zoo._saved import folder
 from zoo._scale import fsdp, placement
-from zoo._weights import weights
+from zoo._weights import fit
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
@@ -303,7 +303,7 @@ def load_weights(
     local_files_only: bool = False,
     token: str | None = None,
     endpoint: str | None = None,
-) -> weights.LoadReport:
+) -> fit.LoadReport:
     """Load safetensors weights into `model`, in place: from a file, a folder, or any Hub repo.
 
     Whoever wrote them: zoo.save, transformers' save_pretrained, huggingface_hub's
@@ -347,7 +347,7 @@ def load_weights(
             given.append("local_files_only=")
         if given:
             raise ArgumentError(f"{', '.join(given)} only apply to hf:// sources; '{source}' is a local path")
-        return weights.load_weights(model, Path(source), strict=strict, rename=keymap)
+        return fit.load_weights(model, Path(source), strict=strict, rename=keymap)
     from zoo._hub import client
 
     snapshot = client.fetch(
@@ -359,7 +359,7 @@ def load_weights(
         endpoint=endpoint,
         weights_only=True,
     )
-    report = weights.load_weights(model, snapshot.folder, strict=strict, rename=keymap)
+    report = fit.load_weights(model, snapshot.folder, strict=strict, rename=keymap)
     model.__dict__["zoo_source"] = client.HubSource(
         snapshot.repo_id, snapshot.revision, snapshot.commit, snapshot.endpoint
     )

@@ -8,7 +8,7 @@
                                                   one file per rank (zoo.distributed); trainer_state then
                                                   holds the rest of its state_dict
 
-Each step folder is written beside its final name and swapped in whole (zoo.fsio), so a
+Each step folder is written beside its final name and swapped in whole (zoo._files.fsio), so a
 process killed at any moment leaves every earlier checkpoint complete, and `resume` takes
 the newest one. The seed's reason for checkpoints, the power going out, is the case handled.
 
@@ -37,7 +37,7 @@ from zoo._errors import ArgumentError, WeightsError, listing
 from zoo._files import fsio
 from zoo._saved import folder
 from zoo._scale import fsdp
-from zoo._weights import weights
+from zoo._weights import fit, nested
 
 STATE_FILE = "trainer_state.safetensors"
 _STEP_DIR = "step-{:08d}"
@@ -115,11 +115,11 @@ def save(
                 if optimizer_tensors is not None:
                     fsdp.write_state(temp / fsdp.OPTIMIZER_DIR, optimizer_tensors, save_id)
                 if fsdp.rank() == 0:
-                    weights.save_tensors(state, temp / STATE_FILE)
+                    nested.save_tensors(state, temp / STATE_FILE)
         else:
             with fsio.atomic_dir(target) as temp:
                 # First: a value it cannot store fails before the weights are written.
-                weights.save_tensors(state, temp / STATE_FILE)
+                nested.save_tensors(state, temp / STATE_FILE)
                 folder.write_model(temp, model, config, save_id, card=False)
     except OSError as err:  # a full disk, no permission: earlier checkpoints are untouched
         raise WeightsError(f"cannot save a checkpoint to {target}: {err}") from err
@@ -171,7 +171,7 @@ def resume(
     path = latest(directory)
     if path is None:
         return None
-    state = weights.load_tensors(path / STATE_FILE)
+    state = nested.load_tensors(path / STATE_FILE)
     step, saved_optimizer, extra = _unpack(state, path / STATE_FILE)
     if optimizer is not None:
         _check_optimizer(optimizer, saved_optimizer, state.get("optimizer_class"), path / STATE_FILE)
@@ -181,7 +181,7 @@ def resume(
     if fsdp.is_sharded(model):
         fsdp.load_into(model, path)  # each rank reads its rows
     else:
-        weights.load_weights(model, path)
+        fit.load_weights(model, path)
     if optimizer is not None:
         if optimizer_files is not None:
             fsdp.load_optimizer_files(model, optimizer, saved_optimizer, optimizer_files)

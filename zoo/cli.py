@@ -266,7 +266,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from zoo._build.devices import human_bytes
     from zoo._saved import folder
-    from zoo._weights import weights
+    from zoo._weights import reader
 
     path = Path(args.path)
     config = folder.read_config(path) if path.is_dir() else None
@@ -276,7 +276,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"  example input: {list(config.input_shape)}")
         for block, origin in sorted(config.provenance.items()):
             print(f"  block {block} from {origin}")
-    for header in weights.inspect(path):
+    for header in reader.inspect(path):
         total = sum(info.nbytes for info in header.tensors)
         print(f"{header.file}: {len(header.tensors)} tensor(s), {human_bytes(total)}")
         for key, value in sorted(header.metadata.items()):

@@ -1,4 +1,4 @@
-"""Declarations → nn.Module: resolve the whole tree first (zoo.resolve), then construct it; no I/O here."""
+"""Declarations → nn.Module: resolve the whole tree first (zoo._language.resolve), then construct it; no I/O here."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`zoo check`: every declaration resolved, and run on its declared input on the meta device.
 
-Resolving (zoo.resolve) finds every problem knowable from the text and the blocks' signatures;
+Resolving (zoo._language.resolve) finds every problem knowable from the text and the blocks' signatures;
 a declared `input` is then pushed through a model built on the meta device, so a Linear(20, 30)
 followed by a Linear(31, 5) is reported with both layers' file:line, at no cost in memory.
 """

@@ -5,7 +5,7 @@ The seed's GPU section, made automatic so that a user never juggles `.to()`:
 - `try_gpu`, `try_all_gpus`: the seed's helpers. `resolve` turns what a user writes (None,
   "auto", "cpu", "cuda:1", a torch.device) into a device that is really on this machine.
 
-Where each block of a model goes is zoo.placement's job.
+Where each block of a model goes is zoo._scale.placement's job.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Limits, checked before anything is parsed: config.json and the shard index at mo
 MAX_JSON_BYTES (16 MiB) each, from the repo listing before they are downloaded, and again on
 the downloaded file (a server can under-report) or on disk when served from the cache; each
 safetensors header at most 100 MB (the safetensors reader's own limit, checked by
-zoo.weights before any tensor is read). JSON is parsed by zoo.jsonio, within its limits.
+zoo._weights.reader before any tensor is read). JSON is parsed by zoo._files.jsonio, within its limits.
 """
 
 from __future__ import annotations
@@ -54,12 +54,12 @@ from zoo._build.builder import RegistryArg
 from zoo._errors import DeviceError, HubError, WeightsError, ZooError, did_you_mean, listing
 from zoo._files import fsio, jsonio
 from zoo._saved import folder as zoo_folder
-from zoo._weights import weights
+from zoo._weights import layout, reader
 
 URI_SCHEME = "hf://"
 CONFIG_FILE = zoo_folder.CONFIG_FILE
-SINGLE_FILE = weights.MODEL_FILE
-INDEX_FILE = weights.INDEX_FILE
+SINGLE_FILE = layout.MODEL_FILE
+INDEX_FILE = layout.INDEX_FILE
 CARD_FILE = zoo_folder.CARD_FILE
 MAX_JSON_BYTES = jsonio.MAX_BYTES  # config.json and the shard index (16 MiB); real ones are a few KiB
 MAX_PARALLEL_DOWNLOADS = 8
@@ -223,7 +223,7 @@ def _check_model_folder(path: Path) -> None:
             f"cannot push {path}: it has no {CONFIG_FILE}, so it was not written by zoo.save (it holds: "
             f"{listing(present)}). Save the model with zoo.save(model, '{path}'), or push the model itself."
         )
-    weights.inspect(path)  # raises WeightsError for missing, pickled, inconsistent or corrupt weights
+    reader.inspect(path)  # raises WeightsError for missing, pickled, inconsistent or corrupt weights
 
 
 # ----------------------------------------------------------------------------------- pull
@@ -398,7 +398,7 @@ def _check_listing(sizes: Mapping[str, int | None], where: str, shown_as: str, w
     """What the repo holds must be safetensors weights (and a config.json unless `weights_only`), sizes in bounds."""
     names = list(sizes)
     if SINGLE_FILE not in sizes and INDEX_FILE not in sizes:
-        pickles = [n for n in names if n.endswith(weights.PICKLE_SUFFIXES)]
+        pickles = [n for n in names if n.endswith(layout.PICKLE_SUFFIXES)]
         if pickles:
             raise HubError(
                 f"{where} has only pickled weights ({listing(pickles)}). zoo never unpickles: loading a pickle "

@@ -63,7 +63,7 @@ class InitFn:
 
 
 class Registry:
-    """Everything zoo can build, by name. Built by zoo.plugins; read by the builder."""
+    """Everything zoo can build, by name. Built by zoo._plugins.discovery; read by the builder."""
 
     def __init__(self) -> None:
         self._providers: dict[str, list[Provider]] = {}

@@ -1,6 +1,6 @@
 """Constructor calls, op calls and init-rule arguments, checked against signatures and annotations.
 
-The resolver (zoo.resolve) calls these for every block it meets; nothing is constructed.
+The resolver (zoo._language.resolve) calls these for every block it meets; nothing is constructed.
 """
 
 from __future__ import annotations

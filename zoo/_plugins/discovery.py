@@ -250,7 +250,7 @@ def discover(
     from zoo._plugins import builtin
 
     registry = Registry()
-    reports = [_load(registry, lambda: builtin, "zoo", Origin(BUILTIN, __version__), "zoo.builtin", strict=True)]
+    reports = [_load(registry, lambda: builtin, "zoo", Origin(BUILTIN, __version__), builtin.__name__, strict=True)]
     if plugins is None:
         disabled = _disabled()
         installed = _installed()

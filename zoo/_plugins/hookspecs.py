@@ -2,7 +2,7 @@
 
 A plugin is a module listed under `[project.entry-points.zoo]` whose functions are marked
 with `@zoo.hookimpl`. Each hook receives a `register` callback; zoo's own blocks arrive
-through the same hooks (zoo.builtin). Registrations are all or nothing: a plugin that raises
+through the same hooks (zoo._plugins.builtin). Registrations are all or nothing: a plugin that raises
 in any hook is skipped whole.
 """
 

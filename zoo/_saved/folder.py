@@ -7,7 +7,7 @@
 config.json rebuilds the model with no registry file and no user code: only the installed
 blocks are needed, and a missing one is named with the distribution that provided it.
 
-A save fills a folder beside the target and swaps it in whole (zoo.fsio), so a crash at any
+A save fills a folder beside the target and swaps it in whole (zoo._files.fsio), so a crash at any
 moment leaves the previous save. A load builds the model on the meta device (no memory, no
 random initialisation), checks everything against the headers, then hands the model the
 memory-mapped tensors: no copy at all, unless a dtype or device asks for one.
@@ -46,7 +46,7 @@ from zoo._language.registry import Registry
 from zoo._scale import fsdp
 from zoo._scale.placement import Plan, dispatch
 from zoo._scale.placement import plan as plan_placement
-from zoo._weights import weights
+from zoo._weights import fit, layout, reader, writer
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
@@ -149,8 +149,8 @@ def write_model(
     card: bool = True,
 ) -> list[str]:
     """Write the weights, config.json (for models zoo built) and the card into a fresh folder; return the names."""
-    names = weights.write_model_files(
-        folder, model.state_dict(), max_shard_size=max_shard_size, dtype=dtype, metadata={weights.SAVE_ID_KEY: save_id}
+    names = writer.write_model_files(
+        folder, model.state_dict(), max_shard_size=max_shard_size, dtype=dtype, metadata={layout.SAVE_ID_KEY: save_id}
     )
     if config is not None:
         (folder / CONFIG_FILE).write_text(config, encoding="utf-8")
@@ -205,7 +205,7 @@ def _not_ours(folder: Path, name: str) -> bool:
             return _CARD_MARK not in (folder / name).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return True
-    return name not in (weights.MODEL_FILE, weights.INDEX_FILE, CONFIG_FILE) and not _SHARD.match(name)
+    return name not in (layout.MODEL_FILE, layout.INDEX_FILE, CONFIG_FILE) and not _SHARD.match(name)
 
 
 def _card(model: nn.Module, folder: Path, files: list[str]) -> str:
@@ -292,7 +292,7 @@ def load(
 ) -> nn.Module:
     """Rebuild the model saved in the local folder `path` from its config.json and load its weights; in eval mode.
 
-    zoo.load (zoo.sources) is the public form, which also takes Hub addresses.
+    zoo.load (zoo._api) is the public form, which also takes Hub addresses.
     The model is built on the meta device and given the memory-mapped tensors (no random
     initialisation, no copy); dtype and device conversions go tensor by tensor. Shared
     weights come back shared.
@@ -387,10 +387,10 @@ def _load_once(
     folder: Path, placement: _Placement, dtype: torch.dtype | None, strict: bool, registry: RegistryArg, mmap: bool
 ) -> nn.Module:
     config = read_config(folder)
-    if config is None and not any((folder / name).is_file() for name in (weights.MODEL_FILE, weights.INDEX_FILE)):
+    if config is None and not any((folder / name).is_file() for name in (layout.MODEL_FILE, layout.INDEX_FILE)):
         present = [p.name for p in folder.iterdir()]
         raise WeightsError(
-            f"{folder} holds no zoo save (no {CONFIG_FILE}, {weights.MODEL_FILE} or {weights.INDEX_FILE}); "
+            f"{folder} holds no zoo save (no {CONFIG_FILE}, {layout.MODEL_FILE} or {layout.INDEX_FILE}); "
             f"it holds: {listing(present)}. Write one with zoo.save(model, '{folder}')."
         )
     if config is None:
@@ -400,7 +400,7 @@ def _load_once(
         )
     reg = builder.registry_for(registry)
     _require_blocks(config, reg, folder / CONFIG_FILE)
-    with weights.open_stored(folder) as stored:
+    with reader.open_stored(folder) as stored:
         if config.save_id is not None and stored.save_id is not None and config.save_id != stored.save_id:
             raise WeightsError(
                 f"{folder}: {CONFIG_FILE} (save {config.save_id}) and the weights (save {stored.save_id}) come from "
@@ -422,7 +422,7 @@ def _load_fast(
     config: SavedConfig,
     reg: Registry,
     folder: Path,
-    stored: weights.StoredTensors,
+    stored: reader.StoredTensors,
     placement: _Placement,
     device: torch.device | None,
     dtype: torch.dtype | None,
@@ -431,21 +431,21 @@ def _load_fast(
     """Build on the meta device and hand over the mapped tensors; None when a lazy layer needs a forward pass."""
     with meta_build():
         model = _build(config, reg, folder)
-    report = weights.check_fit(model.state_dict(keep_vars=True), stored)
+    report = fit.check_fit(model.state_dict(keep_vars=True), stored)
     if report:
-        raise weights.misfit_error(report, stored.where, f"the model its {CONFIG_FILE} declares")
+        raise fit.misfit_error(report, stored.where, f"the model its {CONFIG_FILE} declares")
     if not _size_from_headers(model, stored, config):
         return None  # a lazy layer zoo cannot size from shapes alone: the slow path materialises it by a forward
     plan = placement.plan(model)  # shapes are known now; nothing is allocated yet
     where = plan.device_for if plan is not None else device
-    weights.apply_stored(model, stored, report, device=where, dtype=dtype, private=not mmap)
+    fit.apply_stored(model, stored, report, device=where, dtype=dtype, private=not mmap)
     _compute_buffers(model, config, reg, folder, where, dtype)
     if plan is not None:
         dispatch(model, plan)  # every tensor is in place: this only installs the input hooks
     return model
 
 
-def _size_from_headers(model: nn.Module, stored: weights.StoredTensors, config: SavedConfig) -> bool:
+def _size_from_headers(model: nn.Module, stored: reader.StoredTensors, config: SavedConfig) -> bool:
     """Give lazy layers their shapes from the stored tensors; False when one needs a forward (and can have one)."""
     if not lazy.is_lazy(model):
         return True
@@ -459,17 +459,17 @@ def _size_from_headers(model: nn.Module, stored: weights.StoredTensors, config: 
 
 
 def _load_slow(
-    config: SavedConfig, reg: Registry, folder: Path, stored: weights.StoredTensors, strict: bool
+    config: SavedConfig, reg: Registry, folder: Path, stored: reader.StoredTensors, strict: bool
 ) -> nn.Module:
     """Build normally (initial values drawn), materialise, copy in what fits; keep a non-strict load's report."""
     model = _build(config, reg, folder)
     if not _size_from_headers(model, stored, config):
         assert config.input_shape is not None  # _size_from_headers raised otherwise
         materialize(model, input_shape=config.input_shape)
-    report = weights.check_fit(model.state_dict(keep_vars=True), stored)
+    report = fit.check_fit(model.state_dict(keep_vars=True), stored)
     if strict and report:
-        raise weights.misfit_error(report, stored.where, f"the model its {CONFIG_FILE} declares")
-    weights.apply_stored(model, stored, report)
+        raise fit.misfit_error(report, stored.where, f"the model its {CONFIG_FILE} declares")
+    fit.apply_stored(model, stored, report)
     if not strict:
         model.__dict__["zoo_load_report"] = report
     return model

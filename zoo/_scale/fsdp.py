@@ -5,7 +5,7 @@
     zoo.load(path, mesh=mesh)           the same, each rank reading only its rows from the safetensors files
     zoo.save / zoo.checkpoint.save      every rank gathers the tensors one at a time, keeps those it writes,
                                         and writes its own shard file into one folder, which rank 0 publishes
-                                        whole (zoo.fsio): a rank killed mid-save leaves the previous save
+                                        whole (zoo._files.fsio): a rank killed mid-save leaves the previous save
     zoo.checkpoint.resume               each rank reads its rows; the optimizer's tensors are stored by
                                         parameter name in the same way (the step folder's optimizer/),
                                         so a run resumes on any number of ranks, or in one process
@@ -53,7 +53,7 @@ from zoo._errors import (
     listing,
 )
 from zoo._files import fsio
-from zoo._weights import weights
+from zoo._weights import fit, layout, reader, writer
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
@@ -356,7 +356,7 @@ def load(
     def rebuild() -> nn.Module:
         return builder.build_declaration(config.name, declaration, file=str(where / saved.CONFIG_FILE), registry=reg)
 
-    with weights.open_stored(where) as stored:
+    with reader.open_stored(where) as stored:
         if config.save_id is not None and stored.save_id is not None and config.save_id != stored.save_id:
             raise WeightsError(
                 f"{where}: {saved.CONFIG_FILE} (save {config.save_id}) and the weights (save {stored.save_id}) "
@@ -385,16 +385,16 @@ def _fetched(uri: str) -> Path:
     return folder if folder is not None else client.fetch(uri).folder
 
 
-def check_fit(model: nn.Module, stored: weights.StoredTensors, what: str) -> None:
+def check_fit(model: nn.Module, stored: reader.StoredTensors, what: str) -> None:
     """Raise, naming this rank and every key, when the stored tensors do not fit `model`'s full shapes."""
-    report = weights.check_fit(model.state_dict(keep_vars=True), stored)
+    report = fit.check_fit(model.state_dict(keep_vars=True), stored)
     if report:  # a sharded load is strict: the hint of misfit_error about strict=False does not apply
         raise WeightsError(
             f"rank {rank()}: {stored.where} does not fit {what}, so nothing was loaded:\n{report.describe()}"
         )
 
 
-def read_rows(model: nn.Module, stored: weights.StoredTensors) -> None:
+def read_rows(model: nn.Module, stored: reader.StoredTensors) -> None:
     """Copy this rank's rows of every stored tensor into `model`, reading only their bytes."""
     seen: set[int] = set()
     with torch.no_grad():
@@ -407,7 +407,7 @@ def read_rows(model: nn.Module, stored: weights.StoredTensors) -> None:
 
 def load_into(model: nn.Module, path: Path) -> None:
     """Read a saved folder into a sharded model in place (checkpoint.resume); everything checked first."""
-    with weights.open_stored(path) as stored:
+    with reader.open_stored(path) as stored:
         check_fit(model, stored, "the sharded model")
         read_rows(model, stored)
 
@@ -509,7 +509,7 @@ def write_state(temp: Path, state: Mapping[str, torch.Tensor], save_id: str) -> 
     owner = _owners(unique, state, world)
     files = sorted(set(owner.values()))
     names = {
-        o: weights.MODEL_FILE if len(files) == 1 else _SHARD_FILE.format(i + 1, len(files)) for i, o in enumerate(files)
+        o: layout.MODEL_FILE if len(files) == 1 else _SHARD_FILE.format(i + 1, len(files)) for i, o in enumerate(files)
     }
     mine: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -527,15 +527,15 @@ def write_state(temp: Path, state: Mapping[str, torch.Tensor], save_id: str) -> 
     if mine:
         part = temp / f".rank-{me}"
         part.mkdir()
-        weights.write_model_files(part, mine, metadata={weights.SAVE_ID_KEY: save_id})
-        (part / weights.MODEL_FILE).rename(temp / names[me])
+        writer.write_model_files(part, mine, metadata={layout.SAVE_ID_KEY: save_id})
+        (part / layout.MODEL_FILE).rename(temp / names[me])
         part.rmdir()
     if me == 0 and len(files) > 1:
         index = {
             "metadata": {"total_size": sum(_nbytes(state[k]) for k in unique)},
             "weight_map": {key: names[owner[key]] for key in unique},
         }
-        (temp / weights.INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        (temp / layout.INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
 def _gather(tensor: DTensor, owner: int) -> torch.Tensor | None:
@@ -627,8 +627,8 @@ def _optimizer_tensors(model: nn.Module, optimizer: torch.optim.Optimizer) -> tu
 def check_optimizer_files(model: nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
     """Raise, naming this rank and the keys, when the optimizer tensors in `folder` do not fit `optimizer`."""
     _state, expected = _optimizer_tensors(model, optimizer)
-    with weights.open_stored(folder) as stored:
-        report = weights.check_fit(expected, stored)
+    with reader.open_stored(folder) as stored:
+        report = fit.check_fit(expected, stored)
     if report:
         raise WeightsError(
             f"rank {rank()}: the optimizer state in {folder} does not fit this optimizer, so nothing was "
@@ -646,7 +646,7 @@ def load_optimizer_files(
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
     state, expected = _optimizer_tensors(model, optimizer)
-    with weights.open_stored(folder) as stored, torch.no_grad():
+    with reader.open_stored(folder) as stored, torch.no_grad():
         for key, tensor in expected.items():
             if tensor.dim() == 0:  # a step count
                 tensor.copy_(stored.tensor(key))

@@ -83,7 +83,7 @@ def draw(
 
     Args:
         target: a name to resolve (`"tv_resnet18"`), a model zoo built or loaded (drawn from the
-            declaration it carries), or a Resolution from zoo.resolve.
+            declaration it carries), or a Resolution from zoo._language.resolve.
         path: the file to write; its extension picks the format: .svg, .png or .dot (Graphviz
             text, which needs no extra). Written whole or not at all.
         input_shape: the example input whose shapes label the nodes (default: the entry's `input`).
