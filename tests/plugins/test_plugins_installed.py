@@ -15,8 +15,8 @@ import pytest
 
 from tests.fixtures.scratch_env import ScratchEnv, build_wheels
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "plugins"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "plugins"
 PROJECTS = [
     ROOT / "plugins" / "zoo-convnets",
     ROOT / "plugins" / "zoo-attention",

@@ -1,6 +1,6 @@
 """zoo.distributed: models sharded with FSDP2 over gloo, checkpointed to normal zoo folders.
 
-The 2-rank tests share one run of tests/distributed_worker.py in two processes (starting torch
+The 2-rank tests share one run of tests/scale/distributed_worker.py in two processes (starting torch
 twice costs most of the time); each test checks one thing that run recorded. The error tests
 run in this process, in a process group of one rank.
 """
@@ -20,9 +20,7 @@ import torch
 import torch.distributed as dist
 
 import zoo
-
-sys.path.insert(0, str(Path(__file__).parent))
-from distributed_worker import train_step  # noqa: E402
+from tests.scale.distributed_worker import train_step
 
 WORKER = Path(__file__).parent / "distributed_worker.py"
 RUN_TIMEOUT = 300  # seconds for both ranks: a hang fails the tests instead of stalling the suite
@@ -314,8 +312,9 @@ def test_one_rank_round_trip_through_zoo_save(mesh: object, tmp_path: Path) -> N
 
 
 def test_a_hub_repo_loads_sharded(mesh: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hubserver import HubServer
     from huggingface_hub import constants
+
+    from tests.hubserver import HubServer
 
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -23,13 +23,11 @@ from huggingface_hub import constants
 from torch import nn
 
 import zoo
+from tests.hubserver import HubError as ServerError
+from tests.hubserver import HubServer
 from zoo import cli
 from zoo._errors import HubError, NotMaterializedError, UnknownNameError, WeightsError
 from zoo._hub import client
-
-sys.path.insert(0, str(Path(__file__).parent))
-from hubserver import HubError as ServerError  # noqa: E402
-from hubserver import HubServer  # noqa: E402
 
 REPO = "org/chimera"
 X = torch.arange(40, dtype=torch.float32).reshape(2, 20) / 40  # one fixed input for every comparison

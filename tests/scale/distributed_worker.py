@@ -1,4 +1,4 @@
-"""One rank of the 2-process gloo run that tests/test_distributed.py starts (python tests/distributed_worker.py).
+"""One rank of the 2-process gloo run that test_distributed.py starts (python tests/scale/distributed_worker.py).
 
 Each step records what a user relies on into OUT/rank<r>.json and, on rank 0, gathered tensors
 into OUT/*.safetensors; the test process compares them with unsharded models.

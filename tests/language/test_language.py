@@ -405,7 +405,7 @@ def test_zoo_show_prints_readable_toml_that_parses_back_to_the_same_tree(blocks:
 
 
 def test_the_readme_examples_paste_into_a_file_of_ones_own(write_toml: Callable[..., Path]) -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     own = []
     for block in readme.split("```toml\n")[1:]:
         text = block.split("```")[0]

@@ -20,8 +20,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hubserver import HubServer, git_blob_sha1  # noqa: E402
+from tests.hubserver import HubServer, git_blob_sha1
 
 REPO = "org/tiny"
 FILES = {
@@ -272,7 +271,7 @@ def test_resolve_headers_and_ranges(hub: HubServer) -> None:
 
 
 def test_standalone_main_prints_url() -> None:
-    script = Path(__file__).with_name("hubserver.py")
+    script = Path(__file__).parents[1] / "hubserver.py"
     with subprocess.Popen([sys.executable, str(script), "--port", "0"], stdout=subprocess.PIPE, text=True) as proc:
         try:
             url = proc.stdout.readline().strip()

@@ -2,7 +2,7 @@
 
 Plugins here are real installed distributions as importlib.metadata sees them: a module and
 a `*.dist-info` folder with `entry_points.txt`, written to a temporary directory put on
-sys.path. (tests/test_plugins_installed.py installs real packages with pip, in new processes.)
+sys.path. (tests/plugins/test_plugins_installed.py installs real packages with pip, in new processes.)
 """
 
 from __future__ import annotations
