@@ -31,27 +31,25 @@ from zoo._errors import (
     WeightsError,
     ZooError,
 )
+from zoo._version import __version__
 
 if TYPE_CHECKING:
     from zoo import checkpoint, distributed
-    from zoo._api import build, load, load_weights, names, plan, register, spec
+    from zoo._api import build, load, load_weights, names, plan, pull, push, register, save, spec
     from zoo._build.devices import try_all_gpus, try_gpu
     from zoo._build.known_shapes import register_input_rule
     from zoo._build.lazy import MetaFallbackWarning
     from zoo._build.materialize import materialize
-    from zoo._hub.client import pull, push
     from zoo._language.keymap import KeyMap
     from zoo._metrics import Accumulator
     from zoo._plugins.discovery import ZooPluginWarning
     from zoo._plugins.discovery import isolated as isolated_registry
     from zoo._plugins.hookspecs import hookimpl
-    from zoo._saved.folder import save
     from zoo._scale.placement import Plan, dispatch
     from zoo._show.picture import draw
     from zoo._show.summary import summary
     from zoo._weights.nested import load_tensors, save_tensors
 
-__version__ = "0.1.0"
 
 # public name -> (module, attribute); attribute None: the name is the module itself
 _LAZY: dict[str, tuple[str, str | None]] = {
@@ -73,11 +71,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "materialize": ("zoo._build.materialize", "materialize"),
     "names": ("zoo._api", "names"),
     "plan": ("zoo._api", "plan"),
-    "pull": ("zoo._hub.client", "pull"),
-    "push": ("zoo._hub.client", "push"),
+    "pull": ("zoo._api", "pull"),
+    "push": ("zoo._api", "push"),
     "register": ("zoo._api", "register"),
     "register_input_rule": ("zoo._build.known_shapes", "register_input_rule"),
-    "save": ("zoo._saved.folder", "save"),
+    "save": ("zoo._api", "save"),
     "save_tensors": ("zoo._weights.nested", "save_tensors"),
     "spec": ("zoo._api", "spec"),
     "summary": ("zoo._show.summary", "summary"),

@@ -7,6 +7,7 @@ hf:// sources, so that local loads never pay for huggingface_hub.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from torch import nn
 from zoo._build import builder, devices, lazy
 from zoo._build.builder import RegistryArg
 from zoo._build.materialize import materialize
-from zoo._errors import ArgumentError, DeviceError, listing
+from zoo._errors import ArgumentError, DeviceError, NotMaterializedError, listing
+from zoo._hub.address import is_hub_address
 from zoo._language.keymap import KeyMap
 from zoo._language.resolve import declaration, resolve
 from zoo._plugins import discovery
@@ -28,8 +30,6 @@ from zoo._weights import fit
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
-
-    from zoo._scale.fsdp import ShardPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,7 +43,7 @@ def build(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     mesh: DeviceMesh | None = None,
-    shard: ShardPolicy = None,
+    shard: fsdp.ShardPolicy = None,
     overrides: Mapping[str, Any] | None = None,
     **more_overrides: Any,
 ) -> nn.Module:
@@ -82,26 +82,38 @@ def build(
     if both:
         raise ArgumentError(f"zoo.build('{name}'): {listing(both)} given both in overrides= and as keywords.")
     overrides = {**(overrides or {}), **more_overrides}
-    if mesh is not None or shard is not None:
+    sharded = mesh is not None or shard is not None
+    if sharded:
         if device is not None:
             raise DeviceError(f"zoo.build('{name}'): pass device= or mesh=, not both (the mesh says where)")
-        shape = lazy.check_shape(input_shape) if input_shape is not None else None
-        devices.check_dtype(dtype)
-        return fsdp.build(
-            name, mesh=mesh, shard_policy=shard, registry=registry, input_shape=shape, dtype=dtype, overrides=overrides
-        )
-    target = devices.resolve(device) if device is not None else None  # a missing GPU fails before building
+        mesh = fsdp.check_mesh(mesh, f"zoo.build('{name}', mesh=...)")
+    # A missing GPU fails before building; a sharded model is built on meta, then each rank allocates its rows.
+    target = torch.device("meta") if sharded else devices.resolve(device) if device is not None else None
     devices.check_dtype(dtype)
     if input_shape is not None:
         input_shape = lazy.check_shape(input_shape)
-    model = builder.build(name, overrides, registry=registry)
+
+    def construct() -> nn.Module:
+        return builder.build(name, overrides, registry=registry)
+
+    with torch.device("meta") if sharded else contextlib.nullcontext():
+        model = construct()
     info = builder.build_info(model)
+    if sharded:
+        fsdp.refuse_init_rules(name, info.declaration if info is not None else None)
     shape = input_shape if input_shape is not None else (info.input_shape if info else None)
     if shape is not None and lazy.is_lazy(model):
         # Placed first, then materialised: lazy tensors are allocated once, on the target device.
         materialize(model, input_shape=shape, device=target, dtype=dtype)
+    elif sharded and lazy.is_lazy(model):
+        raise NotMaterializedError(
+            f"'{name}' has lazy layers and no input shape: pass input_shape= so that zoo.build(mesh=) knows "
+            f"the shapes to shard"
+        )
     elif target is not None or dtype is not None:
         lazy.place(model, target, dtype)  # not model.to: on meta that would turn lazy parameters into empty ones
+    if mesh is not None:  # the sharding step: fully_shard, then each rank's rows initialised
+        fsdp.initialise(model, mesh, shard, name=name, rebuild=construct, dtype=dtype)
     return model
 
 
@@ -219,13 +231,39 @@ def register(name: Any = None) -> Any:
     return decorate
 
 
-URI_SCHEME = "hf://"
-KEY_MAP_ATTRIBUTE = "zoo_key_map"  # a model's own key map, set by its declaration; used when rename= is None
+def save(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    max_shard_size: int | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Save `model` to the folder `path`, ready for zoo.load (or zoo.load_weights for a model zoo did not build).
 
+    The folder appears complete or not at all: it is written beside `path` and swapped in,
+    with fsync, so a crash leaves the previous save; files in it that zoo did not write are kept,
+    and so are its mode and owner. A symlink is followed and kept. The swap puts a new folder
+    under the name: another process whose current directory is in the old one (a shell cd'd
+    into it) is left in a deleted folder and must cd again; this process is moved for you.
 
-def is_hub_address(source: object) -> bool:
-    """Whether `source` names a Hub repo ("hf://org/name" or "hf://org/name@revision")."""
-    return isinstance(source, str) and source.startswith(URI_SCHEME)
+    Args:
+        max_shard_size: split the weights into shards of at most this size (bytes, or "2GB",
+            "500MiB"), with a transformers-compatible index. Default: one model.safetensors.
+        dtype: store floating-point tensors in this precision (say torch.float16); others stay.
+
+    Returns:
+        The folder.
+
+    Raises:
+        NotMaterializedError: the model still has lazy layers.
+        WeightsError: `path` is a file, or the model holds something safetensors cannot store.
+        ArgumentError: a bad `max_shard_size` or `dtype`.
+
+    Example:
+        >>> zoo.save(zoo.build("chimera"), "chimera")
+        >>> model = zoo.load("chimera")
+    """
+    return folder.write(model, path, max_shard_size=max_shard_size, dtype=dtype)
 
 
 def load(
@@ -238,7 +276,7 @@ def load(
     strict: bool = True,
     registry: RegistryArg = None,
     mesh: DeviceMesh | None = None,
-    shard: ShardPolicy = None,
+    shard: fsdp.ShardPolicy = None,
     mmap: bool = True,
 ) -> nn.Module:
     """Rebuild the model saved in the folder `path` from its config.json and load its weights; in eval mode.
@@ -266,7 +304,7 @@ def load(
             together with `device` or `device_map`.
         shard: with `mesh`, which blocks become FSDP units, as for zoo.build.
         mmap: True (default): CPU tensors map the file (no copy; the file must not be rewritten in
-            place while the model lives). False: copied into private memory (see folder.load).
+            place while the model lives). False: copied into private memory.
 
     Raises:
         WeightsError: no such folder, no zoo save in it, a config.json another library wrote or
@@ -278,17 +316,144 @@ def load(
         ArgumentError: `dtype` is not a floating-point torch.dtype (a string such as "float16").
         HubError: for a Hub address, as for zoo.pull.
     """
-    if is_hub_address(path) and mesh is None and shard is None:  # sharded: zoo.distributed fetches on rank 0 first
-        from zoo._hub import client
-
-        devices.check_dtype(dtype)  # before any request
-        return client.pull(
+    if is_hub_address(path):  # resolved here, once: everything below reads a local folder
+        return pull(
             str(path), device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
-            registry=registry, mmap=mmap,
+            registry=registry, mmap=mmap, mesh=mesh, shard=shard,
         )  # fmt: skip
-    return folder.load(
+    return folder.read(
         path, device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
         registry=registry, mesh=mesh, shard=shard, mmap=mmap,
+    )  # fmt: skip
+
+
+def pull(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    device: devices.DeviceArg = None,
+    device_map: devices.DeviceMapArg | None = None,
+    max_memory: devices.MemoryArg = None,
+    dtype: torch.dtype | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    strict: bool = True,
+    registry: RegistryArg = None,
+    mmap: bool = True,
+    mesh: DeviceMesh | None = None,
+    shard: fsdp.ShardPolicy = None,
+) -> nn.Module:
+    """Fetch a model's declaration and weights from a Hub repo and rebuild it with local blocks.
+
+    Only config.json, the shard index and the safetensors files it names are fetched, shards
+    in parallel, into huggingface_hub's cache; a file already cached at that commit is not
+    fetched again. The model is rebuilt from the declaration (no code comes from the repo),
+    loaded through zoo.load (strict by default), and returned in eval mode, with
+    `model.zoo_source` (a HubSource) recording the commit the revision resolved to.
+
+    Args:
+        repo_id: `"org/name"`, `"org/name@revision"` or `"hf://org/name@revision"`.
+        revision: a branch, tag or full commit id; default main.
+        device: where the tensors go, as for zoo.load ("cpu" by default, "cuda:0", "auto").
+        device_map: spread the model over devices instead: "auto", "balanced" or
+            {module path: device}, as for zoo.plan; not together with `device`. Each tensor is
+            read from the cache straight onto its device.
+        max_memory: per-device budgets for `device_map`.
+        dtype: convert floating-point tensors to this precision.
+        cache_dir: default HF_HUB_CACHE (~/.cache/huggingface/hub).
+        local_files_only: use the cache only and send no request (as HF_HUB_OFFLINE=1 does).
+        token: for private repos; default HF_TOKEN or the stored login.
+        endpoint: a Hub-compatible server; default HF_ENDPOINT.
+        strict, registry, mmap, mesh, shard: as for zoo.load (mmap=False copies the weights out of the
+            cache; with a mesh, rank 0 fetches first and the other ranks then find the files cached).
+
+    Raises:
+        HubError: repo, revision or file not found (with what exists), not cached while
+            offline, pickle-only weights, a file over its size limit, the server unreachable.
+        UnknownNameError: the declaration names a block that is not installed; the message
+            names the distribution and version that provided it.
+        WeightsError: the weights do not fit the declared model.
+        DeviceError: a device or device map that this machine cannot satisfy.
+
+    Example:
+        >>> model = zoo.pull("me/chimera", revision="v1.0")
+        >>> model.zoo_source.commit
+        '3f2a…'
+    """
+    from zoo._hub import client  # huggingface_hub costs ~0.4 s to import: paid by Hub calls only
+
+    devices.check_dtype(dtype)  # before any request
+    if device is not None and device_map is not None:
+        raise DeviceError(f"pull {repo_id}: pass device= or device_map=, not both.")
+
+    def fetch() -> client.Snapshot:
+        return client.fetch(
+            repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+            endpoint=endpoint,
+        )  # fmt: skip
+
+    sharded = mesh is not None or shard is not None
+    if sharded:
+        fsdp.check_mesh(mesh, f"zoo.load('{repo_id}', mesh=...)")
+    snapshot = fsdp.on_rank0_first(fetch) if sharded else fetch()
+    model = folder.read(
+        snapshot.folder, device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
+        registry=registry, mesh=mesh, shard=shard, mmap=mmap,
+    )  # fmt: skip
+    model.__dict__["zoo_source"] = client.HubSource(
+        snapshot.repo_id, snapshot.revision, snapshot.commit, snapshot.endpoint
+    )
+    return model
+
+
+def push(
+    model_or_dir: nn.Module | str | Path,
+    repo_id: str,
+    *,
+    branch: str | None = None,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    max_shard_size: int | str | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """Save a model (or take a folder zoo.save wrote) and upload it to a Hub repo.
+
+    The repo is created if needed (private or public as asked; an existing repo keeps its
+    visibility). Files the repo already holds with the same bytes are not sent again, and a
+    push that changes nothing makes no commit. Weights of an earlier push that this one does
+    not have (a single file replaced by shards, or the reverse) are deleted in the same commit.
+
+    Args:
+        model_or_dir: a model built by zoo, or a folder written by `zoo.save`.
+        repo_id: `"org/name"`.
+        branch: the branch to commit to (created from main if missing); default main.
+        private: create the repo private.
+        token: a Hub token; default HF_TOKEN or the stored login.
+        commit_message: default "Upload <model name> with zoo".
+        create_pr: open a pull request against main instead of committing to it.
+        max_shard_size: passed to zoo.save when `model_or_dir` is a model.
+        endpoint: a Hub-compatible server; default HF_ENDPOINT (huggingface.co).
+
+    Returns:
+        The URL of the commit (of the current head when nothing changed).
+
+    Raises:
+        HubError: offline, bad repo id, refused by the server, or the server cannot be reached.
+        WeightsError: the folder is not a model folder zoo wrote.
+
+    Example:
+        >>> zoo.push(zoo.build("chimera"), "me/chimera")
+        'https://huggingface.co/me/chimera/commit/3f2a…'
+    """
+    from zoo._hub import client  # huggingface_hub costs ~0.4 s to import: paid by Hub calls only
+
+    return client.upload(
+        model_or_dir, repo_id, branch=branch, private=private, token=token, commit_message=commit_message,
+        create_pr=create_pr, max_shard_size=max_shard_size, endpoint=endpoint,
     )  # fmt: skip
 
 
@@ -339,7 +504,7 @@ def load_weights(
         >>> model = zoo.build("tied_mlp")
         >>> zoo.load_weights(model, "hf://me/tied-mlp-weights@v1")
     """
-    keymap = KeyMap.of(rename if rename is not None else getattr(model, KEY_MAP_ATTRIBUTE, None))
+    keymap = KeyMap.of(rename if rename is not None else getattr(model, builder.KEY_MAP_ATTRIBUTE, None))
     if not is_hub_address(source):
         hub_only = {"revision": revision, "cache_dir": cache_dir, "token": token, "endpoint": endpoint}
         given = [f"{name}=" for name, value in hub_only.items() if value is not None]
@@ -347,8 +512,8 @@ def load_weights(
             given.append("local_files_only=")
         if given:
             raise ArgumentError(f"{', '.join(given)} only apply to hf:// sources; '{source}' is a local path")
-        return fit.load_weights(model, Path(source), strict=strict, rename=keymap)
-    from zoo._hub import client
+        return fit.load_local_weights(model, Path(source), strict=strict, rename=keymap)
+    from zoo._hub import client  # huggingface_hub costs ~0.4 s to import: paid by Hub calls only
 
     snapshot = client.fetch(
         str(source),
@@ -359,7 +524,7 @@ def load_weights(
         endpoint=endpoint,
         weights_only=True,
     )
-    report = fit.load_weights(model, snapshot.folder, strict=strict, rename=keymap)
+    report = fit.load_local_weights(model, snapshot.folder, strict=strict, rename=keymap)
     model.__dict__["zoo_source"] = client.HubSource(
         snapshot.repo_id, snapshot.revision, snapshot.commit, snapshot.endpoint
     )

@@ -36,6 +36,7 @@ from zoo._build import lazy
 from zoo._errors import ArgumentError, WeightsError, listing
 from zoo._files import fsio
 from zoo._saved import folder
+from zoo._saved.config import config_text, new_save_id
 from zoo._scale import fsdp
 from zoo._weights import fit, nested
 
@@ -99,8 +100,8 @@ def save(
         "extra": dict(extra) if extra is not None else {},
         **({"optimizer_files": fsdp.OPTIMIZER_DIR} if optimizer_tensors is not None else {}),
     }
-    save_id = fsdp.same_on_all_ranks(folder.new_save_id()) if sharded else folder.new_save_id()
-    config = folder.config_text(model, save_id)
+    save_id = fsdp.same_on_all_ranks(new_save_id()) if sharded else new_save_id()
+    config = config_text(model, save_id)
     root = Path(directory)
     target = root / _STEP_DIR.format(step)
     # What killed saves left goes before this save adds its own, so kills cannot pile up (one rank clears).
@@ -109,9 +110,9 @@ def save(
         _rotate(root, keep_last, target)
     try:
         if sharded:
-            with fsdp.atomic_dir(target) as temp:
+            with fsdp.atomic_dir_on_ranks(target) as temp:
                 # The collective writes first: a rank failing alone (a bad `extra`) cannot leave the others waiting.
-                fsdp.write_model(temp, model, config, save_id)
+                folder.write_shard_files(temp, model, config, save_id)
                 if optimizer_tensors is not None:
                     fsdp.write_state(temp / fsdp.OPTIMIZER_DIR, optimizer_tensors, save_id)
                 if fsdp.rank() == 0:
@@ -120,7 +121,7 @@ def save(
             with fsio.atomic_dir(target) as temp:
                 # First: a value it cannot store fails before the weights are written.
                 nested.save_tensors(state, temp / STATE_FILE)
-                folder.write_model(temp, model, config, save_id, card=False)
+                folder.write_files(temp, model, config, save_id, card=False)
     except OSError as err:  # a full disk, no permission: earlier checkpoints are untouched
         raise WeightsError(f"cannot save a checkpoint to {target}: {err}") from err
     if sharded and fsdp.rank() != 0:
@@ -181,7 +182,7 @@ def resume(
     if fsdp.is_sharded(model):
         fsdp.load_into(model, path)  # each rank reads its rows
     else:
-        fit.load_weights(model, path)
+        fit.load_local_weights(model, path)
     if optimizer is not None:
         if optimizer_files is not None:
             fsdp.load_optimizer_files(model, optimizer, saved_optimizer, optimizer_files)

@@ -265,13 +265,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from zoo._build.devices import human_bytes
-    from zoo._saved import folder
+    from zoo._saved.config import CONFIG_FILE, read_config
     from zoo._weights import reader
 
     path = Path(args.path)
-    config = folder.read_config(path) if path.is_dir() else None
+    config = read_config(path) if path.is_dir() else None
     if config is not None:
-        print(f"{path / folder.CONFIG_FILE}: '{config.name}', saved by zoo {config.zoo_version}")
+        print(f"{path / CONFIG_FILE}: '{config.name}', saved by zoo {config.zoo_version}")
         if config.input_shape:
             print(f"  example input: {list(config.input_shape)}")
         for block, origin in sorted(config.provenance.items()):

@@ -21,6 +21,7 @@ from zoo._language.signatures import children_style
 from zoo._plugins import discovery
 
 RegistryArg = str | Path | Iterable[str | Path] | Registry | None
+KEY_MAP_ATTRIBUTE = "zoo_key_map"  # a model's own key map, set from its declaration; zoo.load_weights uses it
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def _build(reg: Registry, provider: Provider, name: str, overrides: Mapping[str,
         resolution.input_high,
     )
     if resolution.key_map is not None:
-        module.__dict__["zoo_key_map"] = resolution.key_map
+        module.__dict__[KEY_MAP_ATTRIBUTE] = resolution.key_map
     return module
 
 

@@ -14,15 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._build import initrules
+from zoo._build import builder, initrules
 from zoo._errors import CycleError, ShapeError, ZooError, meta_limit
 from zoo._language.registry import Provider, Registry
 from zoo._language.resolve import Resolution, resolve
-
-
-def check_provider(registry: Registry, provider: Provider, overrides: Mapping[str, Any]) -> list[ZooError]:
-    """Everything wrong with building `provider` with `overrides`, found without building."""
-    return resolve(registry, provider, overrides, provider.name).errors
 
 
 def check_registry(
@@ -48,8 +43,6 @@ def check_registry(
         resolution = resolve(registry, chosen, {}, name)
         errors.extend(resolution.errors)
         if not resolution.errors and resolution.root is not None:  # init rules tried on their parameters' shapes (meta)
-            from zoo._build import builder  # as in check_input
-
             errors.extend(initrules.check_on_meta(partial(builder.construct, resolution.root)))
         if warnings is not None:
             warnings.extend(w for w in resolution.warnings if w not in warnings)
@@ -76,8 +69,6 @@ def check_input(resolution: Resolution, name: str) -> ShapeError | None:
     A block that cannot run on meta at all (a loop on a tensor's value) cannot be judged
     without data, so it passes here and is checked by the real shape pass at build.
     """
-    from zoo._build import builder  # builder → resolve; check only needs it for this pass
-
     assert resolution.root is not None and resolution.input_shape is not None
     with torch.device("meta"):
         try:

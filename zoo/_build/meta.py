@@ -1,14 +1,14 @@
-"""Builds on the meta device for tensors that will be replaced (zoo.load, sharded loads): shapes, no values."""
+"""Builds on the meta device for tensors that will be replaced (zoo.load, sharded loads), and the buffers they need."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parameter import UninitializedParameter
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from torch.utils._device import DeviceContext
 
 # What a constructor calls to draw initial values. On meta tensors they compute nothing, yet each
@@ -70,3 +70,49 @@ def parameters_on_meta() -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+def fill_buffers(
+    model: nn.Module,
+    rebuild: Callable[[], nn.Module],
+    keys: Sequence[str],
+    *,
+    device: torch.device | Callable[[str], torch.device] | None = None,
+    dtype: torch.dtype | None = None,
+) -> list[str]:
+    """Give the buffers `keys` of `model` the values their constructors compute; return the keys that got none.
+
+    The values come from `rebuild()`, a second build whose parameters go to the meta device as
+    they are registered: it costs the buffers and no parameter memory. A buffer still on meta is
+    replaced by the value (on `device`, or `device(key)`); one with storage (a sharded model's,
+    after to_empty) is copied into. A lazy layer's buffer with no value of the same shape is
+    left alone: its own reset_parameters gave it one.
+    """
+    if not keys:
+        return []
+    with parameters_on_meta():
+        computed = dict(rebuild().named_buffers(remove_duplicate=False))
+    missing = []
+    for key in keys:
+        prefix, _, name = key.rpartition(".")
+        owner = model.get_submodule(prefix)
+        value, current = computed.get(key), owner._buffers[name]
+        if value is None or current is None or isinstance(value, UninitializedBuffer) or value.shape != current.shape:
+            if not hasattr(owner, "reset_parameters"):
+                missing.append(key)
+            continue
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        if current.is_meta:
+            where = device(key) if callable(device) else device
+            owner._buffers[name] = value.to(where) if where is not None else value
+        else:
+            with torch.no_grad():
+                current.copy_(value)
+    return missing
+
+
+def buffers_no_file_holds(model: nn.Module) -> list[str]:
+    """Keys of the buffers a state dict leaves out (non-persistent ones): a load must compute them."""
+    stored = set(model.state_dict(keep_vars=True))
+    return [key for key, _ in model.named_buffers(remove_duplicate=False) if key not in stored]

@@ -33,7 +33,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 _TEMP = ".zoo-tmp-"
 _OLD = ".zoo-old-"
@@ -132,6 +132,41 @@ def identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
+
+
+T = TypeVar("T")
+
+READ_ATTEMPTS = 5  # reads interrupted by another process replacing the file or folder, before giving up
+
+
+def read_consistently(
+    path: str | os.PathLike[str],
+    read: Callable[[], T],
+    *,
+    retry: tuple[type[BaseException], ...],
+    discard: Callable[[T], None] | None = None,
+) -> T:
+    """`read()` of `path`, done again while another process replaced `path` meanwhile.
+
+    zoo's saves swap a whole file or folder in (atomic_file, atomic_dir), so a read that spans
+    a swap may have mixed two saves. A read that raised one of `retry` is repeated when the
+    path's identity changed during it; with `discard`, so is one that succeeded (`discard`
+    releases what it opened). At most READ_ATTEMPTS reads; the last one's outcome stands.
+    """
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        last = attempt == READ_ATTEMPTS
+        before = identity(path)
+        try:
+            result = read()
+        except retry:
+            if last or identity(path) == before:
+                raise
+            continue
+        if discard is not None and not last and identity(path) != before:
+            discard(result)
+            continue
+        return result
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def fsync_dir(path: Path) -> None:

@@ -1,10 +1,10 @@
-"""Push models to a Hugging Face Hub and pull them back: a declaration and safetensors, never code.
+"""Hub repos to local snapshot folders and back: a declaration and safetensors, never code.
 
 The only zoo module that imports huggingface_hub. A repo holds what `zoo.save` writes:
 config.json (the resolved declaration and the provenance of every block), model.safetensors
 or shards listed in model.safetensors.index.json, and a README.md model card. Pulling
-rebuilds the model from the declaration with the blocks installed here, so a repo can never
-run code on this machine, and a block that is not installed names the distribution to install.
+rebuilds the model from the declaration with the blocks installed here (zoo._api reads the
+snapshot folder `fetch` returns), so a repo can never run code on this machine.
 
 Settings are huggingface_hub's own: HF_ENDPOINT (a self-hosted Hub), HF_HOME or HF_HUB_CACHE
 (the cache), HF_TOKEN, HF_HUB_OFFLINE. The `endpoint=`, `cache_dir=` and `token=` keywords
@@ -20,8 +20,6 @@ zoo._weights.reader before any tensor is read). JSON is parsed by zoo._files.jso
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import re
 import shutil
 import tempfile
@@ -35,7 +33,6 @@ from typing import TypeVar
 
 import httpx2
 import huggingface_hub
-import torch
 from huggingface_hub import HfApi, constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -49,18 +46,17 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # public, documented
 from torch import nn
 
-from zoo._build import builder, devices, lazy
-from zoo._build.builder import RegistryArg
-from zoo._errors import DeviceError, HubError, WeightsError, ZooError, did_you_mean, listing
+from zoo._build import builder
+from zoo._errors import HubError, WeightsError, ZooError, did_you_mean, listing
 from zoo._files import fsio, jsonio
-from zoo._saved import folder as zoo_folder
+from zoo._hub.address import URI_SCHEME
+from zoo._saved import folder
+from zoo._saved.card import CARD_FILE
+from zoo._saved.config import CONFIG_FILE, load_weights_hint, read_config
 from zoo._weights import layout, reader
 
-URI_SCHEME = "hf://"
-CONFIG_FILE = zoo_folder.CONFIG_FILE
 SINGLE_FILE = layout.MODEL_FILE
 INDEX_FILE = layout.INDEX_FILE
-CARD_FILE = zoo_folder.CARD_FILE
 MAX_JSON_BYTES = jsonio.MAX_BYTES  # config.json and the shard index (16 MiB); real ones are a few KiB
 MAX_PARALLEL_DOWNLOADS = 8
 # Weights that only an unpickler can read: zoo refuses them rather than run what they contain.
@@ -102,7 +98,7 @@ class Snapshot:
 # ----------------------------------------------------------------------------------- push
 
 
-def push(
+def upload(
     model_or_dir: nn.Module | str | Path,
     repo_id: str,
     *,
@@ -181,7 +177,7 @@ def _folder_to_push(
                 "and build it with zoo.build, then copy its weights in with model.load_state_dict."
             )
         with tempfile.TemporaryDirectory(prefix="zoo-push-") as tmp:
-            _save_for_push(model_or_dir, Path(tmp), max_shard_size)
+            folder.write_reproducible(model_or_dir, Path(tmp), max_shard_size)
             yield Path(tmp), info.name
         return
     if not isinstance(model_or_dir, (str, Path)):
@@ -191,32 +187,9 @@ def _folder_to_push(
     yield path, path.resolve().name
 
 
-def _save_for_push(model: nn.Module, dest: Path, max_shard_size: int | str | None) -> None:
-    """What zoo.save writes, with a save id derived from the content instead of a random one.
-
-    The same model then gives the same bytes, so pushing it again uploads nothing.
-    """
-    lazy.require_materialized(model, "push")
-    save_id = _content_id(model)
-    config = zoo_folder.config_text(model, save_id)
-    zoo_folder.write_model(dest, model, config, save_id, max_shard_size=max_shard_size)
-
-
-def _content_id(model: nn.Module) -> str:
-    """A digest of the declaration and of every tensor's name, dtype, shape and bytes."""
-    digest = hashlib.sha256((zoo_folder.config_text(model, "") or "").encode())
-    for key, tensor in model.state_dict().items():
-        host = tensor.detach().to("cpu").contiguous()
-        digest.update(f"\0{key}\0{host.dtype}\0{tuple(host.shape)}\0".encode())
-        nbytes = host.numel() * host.element_size()
-        if nbytes:  # the tensor's memory as a buffer, without a copy (and without numpy)
-            digest.update((ctypes.c_ubyte * nbytes).from_address(host.data_ptr()))
-    return digest.hexdigest()[:16]
-
-
 def _check_model_folder(path: Path) -> None:
     """Refuse a folder zoo.load could not read back: checks config.json and every weights header, reads no tensor."""
-    config = zoo_folder.read_config(path)  # raises WeightsError for no such folder or a malformed config.json
+    config = read_config(path)  # raises WeightsError for no such folder or a malformed config.json
     if config is None:
         present = sorted(p.name for p in path.iterdir())
         raise WeightsError(
@@ -227,82 +200,6 @@ def _check_model_folder(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- pull
-
-
-def pull(
-    repo_id: str,
-    *,
-    revision: str | None = None,
-    device: devices.DeviceArg = None,
-    device_map: devices.DeviceMapArg | None = None,
-    max_memory: devices.MemoryArg = None,
-    dtype: torch.dtype | None = None,
-    cache_dir: str | Path | None = None,
-    local_files_only: bool = False,
-    token: str | None = None,
-    endpoint: str | None = None,
-    strict: bool = True,
-    registry: RegistryArg = None,
-    mmap: bool = True,
-) -> nn.Module:
-    """Fetch a model's declaration and weights from a Hub repo and rebuild it with local blocks.
-
-    Only config.json, the shard index and the safetensors files it names are fetched, shards
-    in parallel, into huggingface_hub's cache; a file already cached at that commit is not
-    fetched again. The model is rebuilt from the declaration (no code comes from the repo),
-    loaded through zoo.load (strict by default), and returned in eval mode, with
-    `model.zoo_source` (a HubSource) recording the commit the revision resolved to.
-
-    Args:
-        repo_id: `"org/name"`, `"org/name@revision"` or `"hf://org/name@revision"`.
-        revision: a branch, tag or full commit id; default main.
-        device: where the tensors go, as for zoo.load ("cpu" by default, "cuda:0", "auto").
-        device_map: spread the model over devices instead: "auto", "balanced" or
-            {module path: device}, as for zoo.plan; not together with `device`. Each tensor is
-            read from the cache straight onto its device.
-        max_memory: per-device budgets for `device_map`.
-        dtype: convert floating-point tensors to this precision.
-        cache_dir: default HF_HUB_CACHE (~/.cache/huggingface/hub).
-        local_files_only: use the cache only and send no request (as HF_HUB_OFFLINE=1 does).
-        token: for private repos; default HF_TOKEN or the stored login.
-        endpoint: a Hub-compatible server; default HF_ENDPOINT.
-        strict, registry, mmap: as for zoo.load (mmap=False copies the weights out of the cache).
-
-    Raises:
-        HubError: repo, revision or file not found (with what exists), not cached while
-            offline, pickle-only weights, a file over its size limit, the server unreachable.
-        UnknownNameError: the declaration names a block that is not installed; the message
-            names the distribution and version that provided it.
-        WeightsError: the weights do not fit the declared model.
-        DeviceError: a device or device map that this machine cannot satisfy.
-
-    Example:
-        >>> model = zoo.pull("me/chimera", revision="v1.0")
-        >>> model.zoo_source.commit
-        '3f2a…'
-    """
-    if device is not None and device_map is not None:
-        raise DeviceError(f"pull {repo_id}: pass device= or device_map=, not both.")
-    snapshot = fetch(
-        repo_id,
-        revision=revision,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        token=token,
-        endpoint=endpoint,
-    )
-    model = zoo_folder.load(
-        snapshot.folder,
-        device=device,
-        device_map=device_map,
-        max_memory=max_memory,
-        dtype=dtype,
-        strict=strict,
-        registry=registry,
-        mmap=mmap,
-    )
-    model.__dict__["zoo_source"] = HubSource(snapshot.repo_id, snapshot.revision, snapshot.commit, snapshot.endpoint)
-    return model
 
 
 def fetch(
@@ -389,7 +286,7 @@ def _fetch_online(
 def _check_config(folder: Path, repo_id: str, revision: str) -> None:
     """Refuse a config.json that zoo.save did not write (transformers', a Mixin's) before any weights are fetched."""
     try:
-        zoo_folder.read_config(folder, shown_as=address(repo_id, revision))
+        read_config(folder, shown_as=address(repo_id, revision))
     except WeightsError as err:
         raise HubError(f"{repo_id}@{revision} is not a zoo model: {err}") from err
 
@@ -420,7 +317,7 @@ def _check_listing(sizes: Mapping[str, int | None], where: str, shown_as: str, w
     if CONFIG_FILE not in sizes and not weights_only:
         raise HubError(
             f"{where} has weights but no {CONFIG_FILE}, so it is not a zoo model (it holds: {listing(names)}). "
-            + zoo_folder.load_weights_hint(shown_as)
+            + load_weights_hint(shown_as)
         )
     for name in (CONFIG_FILE, INDEX_FILE) if not weights_only else (INDEX_FILE,):
         size = sizes.get(name)

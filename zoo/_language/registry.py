@@ -159,9 +159,6 @@ class Registry:
         """The op `name` for a dataflow block."""
         return _pick(self._ops, name, "op", where, " A block with parameters is a `type`, not an `op`.")
 
-    def op_names(self) -> list[str]:
-        return sorted(self._ops)
-
     def clashes(self) -> list[str]:
         """Names provided more than once, for `zoo check` and `zoo plugins`."""
         return sorted(n for n, ps in self._providers.items() if len(ps) > 1)

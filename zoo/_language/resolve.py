@@ -344,7 +344,7 @@ class _Resolver:
             if node.graph:
                 return self.graph(node, scope, shared, graph_name)
             names, children = self.children(node, scope)
-            if _calls_children(provider):
+            if calls_children(provider):
                 for kid in children:
                     self.callable_child(kid)
             kids = tuple(children) if node.layers is not None else None
@@ -757,10 +757,12 @@ class _Resolver:
         return tuple(resolved)
 
 
-def _calls_children(provider: Provider) -> bool:
-    """Whether a block calls its children in a chain (Sequential, the seed's MySequential)."""
+def calls_children(provider: Provider) -> bool:
+    """Whether a block calls its children in a chain: a Sequential, or a class that says `chains_children = True`."""
     factory = provider.factory
-    return isinstance(factory, type) and (issubclass(factory, nn.Sequential) or factory.__name__ == "MySequential")
+    return isinstance(factory, type) and (
+        issubclass(factory, nn.Sequential) or getattr(factory, "chains_children", False)
+    )
 
 
 def _has_forward(provider: Provider) -> bool:
@@ -893,31 +895,3 @@ def _plain(value: Any) -> Any:
     if type(value).__module__.startswith("torch"):  # torch.float16, torch.device("cpu")
         return str(value)
     return value
-
-
-def block_types(tree: Resolved) -> Iterator[Block]:
-    """Every Python block in the tree, once."""
-    seen: set[int] = set()
-
-    def walk(node: Resolved) -> Iterator[Block]:
-        if id(node) in seen:
-            return
-        seen.add(id(node))
-        if isinstance(node, Use):
-            yield from walk(node.target)
-            return
-        for value in node.kwargs.values() if isinstance(node, Block) else ():
-            if isinstance(value, (Block, Graph, Use)):
-                yield from walk(value)
-        if isinstance(node, Block):
-            yield node
-            for child in node.children or ():
-                yield from walk(child)
-        else:
-            for step in node.steps:
-                if step.block is not None:
-                    yield from walk(step.block)
-        for shared in node.shared.values():
-            yield from walk(shared)
-
-    yield from walk(tree)

@@ -17,6 +17,8 @@ class MySequential(nn.Module):
     Takes modules positionally, or one OrderedDict of named modules (as nn.Sequential does).
     """
 
+    chains_children = True  # forward runs the children in order: zoo chains, plans and draws it as a Sequential
+
     def __init__(self, *args: nn.Module) -> None:
         super().__init__()
         if len(args) == 1 and isinstance(args[0], OrderedDict):

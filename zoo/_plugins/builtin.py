@@ -1,6 +1,7 @@
 """zoo's default plugin: torch.nn's layers, the seed's blocks, registry.toml and init functions.
 
-It goes through the same hooks as any third-party plugin.
+It goes through the same hooks as any third-party plugin. Its hooks import torch and the
+blocks when they run (discovery, on the first name zoo needs), not when this module is imported.
 """
 
 from __future__ import annotations

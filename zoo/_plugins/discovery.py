@@ -25,7 +25,8 @@ import pluggy
 from zoo._errors import PluginError, UnknownNameError, did_you_mean, listing
 from zoo._language.declarations import Entry, Node, SharedRef, parse_file
 from zoo._language.registry import BUILTIN, USER, Origin, Registry, normalize_dist
-from zoo._plugins import hookspecs
+from zoo._plugins import builtin, hookspecs
+from zoo._version import __version__
 
 DISABLE_ENV = "ZOO_DISABLE_PLUGINS"
 REGISTRY_ENV = "ZOO_REGISTRY"
@@ -246,9 +247,6 @@ def discover(
         UnknownNameError: a named plugin is not installed.
         PluginError: a named plugin fails to load.
     """
-    from zoo import __version__
-    from zoo._plugins import builtin
-
     registry = Registry()
     reports = [_load(registry, lambda: builtin, "zoo", Origin(BUILTIN, __version__), builtin.__name__, strict=True)]
     if plugins is None:

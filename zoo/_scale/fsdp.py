@@ -1,17 +1,16 @@
-"""Models sharded across processes with FSDP2, saved and loaded as normal zoo folders.
+"""FSDP2 across processes: the sharding layer under zoo.build(mesh=), zoo.load(mesh=), zoo.save and checkpoints.
 
-    zoo.build(name, mesh=mesh)          built on the meta device, sharded with fully_shard, then each
-                                        rank allocates and initialises only its rows of each parameter
-    zoo.load(path, mesh=mesh)           the same, each rank reading only its rows from the safetensors files
-    zoo.save / zoo.checkpoint.save      every rank gathers the tensors one at a time, keeps those it writes,
-                                        and writes its own shard file into one folder, which rank 0 publishes
-                                        whole (zoo._files.fsio): a rank killed mid-save leaves the previous save
-    zoo.checkpoint.resume               each rank reads its rows; the optimizer's tensors are stored by
-                                        parameter name in the same way (the step folder's optimizer/),
-                                        so a run resumes on any number of ranks, or in one process
+    shard / initialise        fully_shard the blocks a policy picks, then (build) each rank's rows
+                              initialised from rank 0's random state, one layer at a time
+    read_rows / load_into     each rank reads only its rows of each stored tensor
+    write_state               every rank gathers the tensors one at a time, keeps those it writes, and
+                              writes its own shard file; atomic_dir_on_ranks publishes the folder once
+                              every rank has written (rank 0 swaps it in: a rank killed mid-save leaves
+                              the previous save)
+    optimizer_state / load_optimizer…   the optimizer's tensors by parameter name, written the same way
 
-A saved folder is what zoo.save writes for an unsharded model (model.safetensors, or shards with
-a transformers-style index, and config.json): one process loads it with plain zoo.load.
+It knows tensors, ranks and local folders; what a saved folder holds (config.json) is
+zoo._saved's, where weights come from zoo._api's.
 
 FSDP units: `fully_shard` is applied to each block that the policy picks, innermost first, then
 to the whole model. The default picks every block that owns parameters itself (a Linear, a
@@ -30,22 +29,16 @@ import json
 import sys
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parameter import UninitializedBuffer
 
-from zoo._build import builder, lazy
-from zoo._build.builder import RegistryArg
-from zoo._build.known_shapes import materialize_from_shapes
-from zoo._build.materialize import materialize
-from zoo._build.meta import meta_build, parameters_on_meta
+from zoo._build.meta import fill_buffers
 from zoo._errors import (
     ArgumentError,
     DistributedError,
-    NotMaterializedError,
     UnknownNameError,
     WeightsError,
     ZooError,
@@ -61,7 +54,7 @@ if TYPE_CHECKING:
 
 ShardPolicy = Collection[str | type[nn.Module]] | Callable[[str, nn.Module], bool] | None
 
-_SHARD_FILE = "model-{:05d}-of-{:05d}.safetensors"  # transformers' shard names, as zoo.save writes them
+T = TypeVar("T")
 
 
 # --- where this process stands ------------------------------------------------------------------
@@ -111,7 +104,7 @@ def check_mesh(mesh: Any, action: str) -> DeviceMesh:
     return mesh
 
 
-def _mesh_device(mesh: DeviceMesh) -> torch.device:
+def mesh_device(mesh: DeviceMesh) -> torch.device:
     if mesh.device_type == "cpu":
         return torch.device("cpu")
     return torch.device(mesh.device_type, torch.get_device_module(mesh.device_type).current_device())
@@ -141,6 +134,13 @@ def _broadcast_text(text: str) -> str:
         data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
     dist.broadcast(data, src=0)
     return bytes(data.cpu().tolist()).decode("utf-8")
+
+
+def on_rank0_first(fetch: Callable[[], T]) -> T:
+    """`fetch()` on rank 0, then on the others once it is done (they find what it fetched in a cache)."""
+    first = fetch() if rank() == 0 else None
+    dist.barrier()
+    return first if first is not None else fetch()
 
 
 def same_on_all_ranks(text: str) -> str:
@@ -188,49 +188,40 @@ def _policy(model: nn.Module, policy: ShardPolicy, name: str) -> Callable[[str, 
 # --- building --------------------------------------------------------------------------------------
 
 
-def build(
-    name: str,
-    *,
-    mesh: Any,
-    shard_policy: ShardPolicy,
-    registry: RegistryArg,
-    input_shape: tuple[int, ...] | None,
-    dtype: torch.dtype | None,
-    overrides: Mapping[str, Any],
-) -> nn.Module:
-    """zoo.build(name, mesh=mesh): construct on meta, shard, then give each rank's rows their initial values.
-
-    Each layer is initialised by its own reset_parameters on a full-size temporary that holds
-    one layer at a time, with rank 0's random state on every rank; this rank keeps its rows.
-    A model of Linear layers (mlp) gets the values an unsharded zoo.build gives after the same
-    torch.manual_seed.
-    """
-    mesh = check_mesh(mesh, f"zoo.build('{name}', mesh=...)")
-    with torch.device("meta"):
-        model = builder.build(name, overrides, registry=registry)
-    info = builder.build_info(model)
-    if info is not None and _has_init_rules(info.declaration):
+def refuse_init_rules(name: str, declaration: Mapping[str, Any] | None) -> None:
+    """zoo.build(mesh=) cannot run `init` rules shard by shard: say so, with the way round."""
+    if declaration is not None and _has_init_rules(declaration):
         raise DistributedError(
             f"rank {rank()}: '{name}' declares `init` rules, which zoo.build(mesh=) cannot run shard by shard. "
             f"Build it once without mesh=, zoo.save it, then zoo.load(path, mesh=mesh)."
         )
-    shape = input_shape if input_shape is not None else (info.input_shape if info else None)
-    if lazy.is_lazy(model):
-        if shape is None:
-            raise NotMaterializedError(
-                f"'{name}' has lazy layers and no input shape: pass input_shape= so that zoo.build(mesh=) knows "
-                f"the shapes to shard"
-            )
-        materialize(model, input_shape=shape, device=torch.device("meta"))
-    if dtype is not None:
-        model.to(dtype=dtype)
+
+
+def initialise(
+    model: nn.Module,
+    mesh: DeviceMesh,
+    policy: ShardPolicy,
+    *,
+    name: str,
+    rebuild: Callable[[], nn.Module],
+    dtype: torch.dtype | None,
+) -> None:
+    """Shard a model built on meta, then give each rank's rows their initial values (zoo.build's sharding step).
+
+    Each layer is initialised by its own reset_parameters on a full-size temporary that holds
+    one layer at a time, with rank 0's random state on every rank; this rank keeps its rows.
+    A model of Linear layers (mlp) gets the values an unsharded zoo.build gives after the same
+    torch.manual_seed. Buffers get what their constructors compute (from `rebuild()`).
+    """
     _check_initialisable(model, name)
-    shard(model, mesh, shard_policy, name=f"'{name}'")
-    model.to_empty(device=_mesh_device(mesh))
+    shard(model, mesh, policy, name=f"'{name}'")
+    model.to_empty(device=mesh_device(mesh))
     _use_rank0_random_state()
     _initialise(model)
-    _fill_buffers(model, lambda: builder.build(name, overrides, registry=registry), every=True, dtype=dtype)
-    return model
+    every = [key for key, _ in model.named_buffers(remove_duplicate=False)]
+    missing = fill_buffers(model, rebuild, every, dtype=dtype)
+    if missing:
+        raise WeightsError(f"rank {rank()}: buffer '{missing[0]}' got no value from its constructor")
 
 
 def _has_init_rules(node: Any) -> bool:
@@ -297,101 +288,14 @@ def _copy_rows(target: torch.Tensor, read: Callable[[tuple[slice, ...]], torch.T
     local.copy_(read(index))
 
 
-def _fill_buffers(
-    model: nn.Module, rebuild: Callable[[], nn.Module], *, every: bool, dtype: torch.dtype | None
-) -> None:
-    """Give buffers the values their constructors compute: every buffer (build), or those no file holds (load).
-
-    They come from a second build whose parameters go to the meta device as they are
-    registered, so it costs the buffers and no parameter memory.
-    """
-    persistent = set(model.state_dict(keep_vars=True))
-    wanted = [key for key, _ in model.named_buffers(remove_duplicate=False) if every or key not in persistent]
-    if not wanted:
-        return
-    with parameters_on_meta():
-        computed = dict(rebuild().named_buffers(remove_duplicate=False))
-    for key in wanted:
-        prefix, _, name = key.rpartition(".")
-        owner = model.get_submodule(prefix)
-        value, current = computed.get(key), owner._buffers[name]
-        if value is None or current is None or isinstance(value, UninitializedBuffer) or value.shape != current.shape:
-            if hasattr(owner, "reset_parameters"):
-                continue  # a lazy layer's buffer: its reset_parameters gave it its value already
-            raise WeightsError(f"rank {rank()}: buffer '{key}' got no value from its constructor")
-        if dtype is not None and value.is_floating_point():
-            value = value.to(dtype)
-        with torch.no_grad():
-            current.copy_(value)
-
-
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def load(
-    path: str | Path,
-    *,
-    mesh: Any,
-    shard_policy: ShardPolicy,
-    dtype: torch.dtype | None,
-    registry: RegistryArg,
-) -> nn.Module:
-    """zoo.load(path, mesh=mesh): build on meta, shard, then each rank reads only its rows of each tensor."""
-    from zoo._saved import folder as saved
-
-    mesh = check_mesh(mesh, f"zoo.load('{path}', mesh=...)")
-    where = _fetched(path) if isinstance(path, str) and path.startswith("hf://") else Path(path)
-    fsio.recover(where)
-    config = saved.read_config(where)
-    if config is None:
-        raise WeightsError(
-            f"{where} holds no {saved.CONFIG_FILE}, so zoo.load cannot rebuild the model. Build it in code on the "
-            f"meta device, shard it with zoo.distributed.shard(model, mesh), allocate it with "
-            f"model.to_empty(device='cpu'), then read each rank's rows with zoo.distributed.load_into(model, path)."
-        )
-    reg = builder.registry_for(registry)
-    example: Any = config.input or (list(config.input_shape) if config.input_shape else None)
-    declaration = {**config.declaration, **({"input": example} if example else {})}
-
-    def rebuild() -> nn.Module:
-        return builder.build_declaration(config.name, declaration, file=str(where / saved.CONFIG_FILE), registry=reg)
-
-    with reader.open_stored(where) as stored:
-        if config.save_id is not None and stored.save_id is not None and config.save_id != stored.save_id:
-            raise WeightsError(
-                f"{where}: {saved.CONFIG_FILE} (save {config.save_id}) and the weights (save {stored.save_id}) "
-                f"come from different saves; save the model again"
-            )
-        with meta_build():
-            model = rebuild()
-        check_fit(model, stored, f"the model its {saved.CONFIG_FILE} declares")
-        if lazy.is_lazy(model):
-            materialize_from_shapes(model, stored.shapes())
-        if dtype is not None:
-            model.to(dtype=dtype)
-        shard(model, mesh, shard_policy, name=f"'{config.name}'")
-        model.to_empty(device=_mesh_device(mesh))
-        read_rows(model, stored)
-    _fill_buffers(model, rebuild, every=False, dtype=dtype)
-    return model.eval()
-
-
-def _fetched(uri: str) -> Path:
-    """The cached folder of a Hub repo: rank 0 fetches it first, the others then find it in the cache."""
-    from zoo._hub import client
-
-    folder = client.fetch(uri).folder if rank() == 0 else None
-    dist.barrier()
-    return folder if folder is not None else client.fetch(uri).folder
-
-
-def check_fit(model: nn.Module, stored: reader.StoredTensors, what: str) -> None:
+def require_fit(model: nn.Module, stored: reader.StoredTensors, what: str) -> None:
     """Raise, naming this rank and every key, when the stored tensors do not fit `model`'s full shapes."""
     report = fit.check_fit(model.state_dict(keep_vars=True), stored)
-    if report:  # a sharded load is strict: the hint of misfit_error about strict=False does not apply
-        raise WeightsError(
-            f"rank {rank()}: {stored.where} does not fit {what}, so nothing was loaded:\n{report.describe()}"
-        )
+    if report:  # a sharded load is strict: misfit_error's hint about strict=False does not apply
+        raise fit.misfit_error(report, f"rank {rank()}: {stored.where}", what, strict_hint=False)
 
 
 def read_rows(model: nn.Module, stored: reader.StoredTensors) -> None:
@@ -408,7 +312,7 @@ def read_rows(model: nn.Module, stored: reader.StoredTensors) -> None:
 def load_into(model: nn.Module, path: Path) -> None:
     """Read a saved folder into a sharded model in place (checkpoint.resume); everything checked first."""
     with reader.open_stored(path) as stored:
-        check_fit(model, stored, "the sharded model")
+        require_fit(model, stored, "the sharded model")
         read_rows(model, stored)
 
 
@@ -416,7 +320,7 @@ def load_into(model: nn.Module, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path, keep: Callable[[str], bool] | None = None) -> Iterator[Path]:
+def atomic_dir_on_ranks(target: Path, keep: Callable[[str], bool] | None = None) -> Iterator[Path]:
     """fsio.atomic_dir across ranks: one temporary folder, which every rank fills and rank 0 publishes.
 
     It is published only once every rank has written its part; a rank that fails or dies
@@ -475,19 +379,6 @@ def _abandon(writer: contextlib.AbstractContextManager[Path] | None, err: BaseEx
         writer.__exit__(type(err), err, err.__traceback__)
 
 
-def write_model(temp: Path, model: nn.Module, config: str | None, save_id: str) -> None:
-    """Every rank: write the model's part this rank owns (write_state); rank 0 adds config.json.
-
-    The files together are what zoo.save writes: model.safetensors, or model-0000k-of-0000n
-    shards (one per rank, by size) and the index. Collective: every rank calls it, with the same model.
-    """
-    write_state(temp, model.state_dict(keep_vars=True), save_id)
-    if rank() == 0 and config is not None:
-        from zoo._saved import folder as saved
-
-        (temp / saved.CONFIG_FILE).write_text(config, encoding="utf-8")
-
-
 def write_state(temp: Path, state: Mapping[str, torch.Tensor], save_id: str) -> None:
     """Every rank: gather the tensors one at a time, keep those this rank writes, write them as one shard file.
 
@@ -509,7 +400,8 @@ def write_state(temp: Path, state: Mapping[str, torch.Tensor], save_id: str) -> 
     owner = _owners(unique, state, world)
     files = sorted(set(owner.values()))
     names = {
-        o: layout.MODEL_FILE if len(files) == 1 else _SHARD_FILE.format(i + 1, len(files)) for i, o in enumerate(files)
+        o: layout.MODEL_FILE if len(files) == 1 else layout.SHARD_NAME.format(i + 1, len(files))
+        for i, o in enumerate(files)
     }
     mine: dict[str, torch.Tensor] = {}
     with torch.no_grad():

@@ -54,7 +54,6 @@ from zoo._build.devices import (
 from zoo._errors import DeviceError, NotMaterializedError, did_you_mean, listing
 
 # Containers whose forward only chains (or does not call) their children: safe to split.
-_SPLITTABLE_NAMES = ("Sequential", "ModuleList", "ModuleDict")
 # Default budget of an accelerator: its free memory less a margin for the CUDA context, the
 # caching allocator's fragmentation and library workspaces, which the plan cannot see.
 _ACCELERATOR_SHARE = 0.9
@@ -255,11 +254,8 @@ def _splittable(module: nn.Module, no_split: frozenset[str]) -> bool:
     name = type(module).__name__
     if name in no_split or any(t is not None for t in (*module._parameters.values(), *module._buffers.values())):
         return False  # tensors of its own are used by its forward, next to its children
-    if type(module) in (nn.Sequential, nn.ModuleList, nn.ModuleDict):
-        return True
-    from zoo._plugins.blocks import MySequential
-
-    return type(module) is MySequential
+    # Containers whose children run one after another (a block that chains them says so, as MySequential does).
+    return type(module) in (nn.Sequential, nn.ModuleList, nn.ModuleDict) or getattr(module, "chains_children", False)
 
 
 def _blocks(model: nn.Module, no_split: frozenset[str]) -> list[_Block]:

@@ -26,11 +26,10 @@ from zoo._errors import ArgumentError, MissingDependencyError, ZooError, did_you
 from zoo._files import fsio
 from zoo._language.declarations import Ref, parse_declaration
 from zoo._language.registry import USER, Origin, Provider, Registry
-from zoo._language.resolve import Block, Graph, Resolution, Resolved, Use, resolve
+from zoo._language.resolve import Block, Graph, Resolution, Resolved, Use, calls_children, resolve
 
 FORMATS = (".svg", ".png", ".dot")
 NODE_BUDGET = 40  # the default depth is the deepest whose picture has at most this many nodes (readable at a glance)
-CHAINS = ("Sequential", "MySequential")  # blocks whose forward runs their children in order
 
 
 @dataclass(frozen=True)
@@ -337,7 +336,7 @@ def _opens(tree: Resolved) -> bool:
     """Whether the picture can show inside `tree`: a dataflow block, or a chain of children."""
     if isinstance(tree, Graph):
         return True
-    return isinstance(tree, Block) and bool(tree.children) and tree.type.split(":")[-1] in CHAINS
+    return isinstance(tree, Block) and bool(tree.children) and calls_children(tree.provider)
 
 
 def _levels(tree: Resolved) -> int:

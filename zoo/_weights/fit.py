@@ -135,15 +135,13 @@ def _kind(dtype: torch.dtype) -> str:
     return "floating-point" if dtype.is_floating_point else "integer"
 
 
-def misfit_error(report: LoadReport, where: str, model: str = "the model") -> WeightsError:
-    """The error of a strict load that does not fit: every problem listed at once."""
-    return WeightsError(
-        f"{where} does not fit {model}, so nothing was loaded:\n{report.describe()}\n"
-        f"Pass strict=False to load the keys that fit and get this report back."
-    )
+def misfit_error(report: LoadReport, where: str, model: str = "the model", *, strict_hint: bool = True) -> WeightsError:
+    """The error of a strict load that does not fit: every problem listed at once (and how to load what fits)."""
+    hint = "\nPass strict=False to load the keys that fit and get this report back." if strict_hint else ""
+    return WeightsError(f"{where} does not fit {model}, so nothing was loaded:\n{report.describe()}{hint}")
 
 
-def load_weights(
+def load_local_weights(
     model: nn.Module, path: str | Path, *, strict: bool = True, rename: KeyMap | None = None
 ) -> LoadReport:
     """Load a local safetensors file or model folder into `model`, in place; lazy models included.

@@ -133,28 +133,23 @@ def open_stored(path: str | Path) -> Iterator[StoredTensors]:
             or pickled (zoo never unpickles).
     """
     path = Path(path)
+
     # zoo.save and save_tensors replace `path` whole while another process may be opening it;
     # safetensors reads a header and maps the data in two steps, so a replacement in between
-    # could pair one save's header with another's bytes. A changed identity means: open again.
-    for attempt in range(1, _ATTEMPTS + 1):
-        before = fsio.identity(path)
+    # could pair one save's header with another's bytes: fsio.read_consistently opens it again.
+    def attempt() -> tuple[StoredTensors, contextlib.ExitStack]:
         stack = contextlib.ExitStack()
         try:
-            stored = _open_all(path, stack)
-        except WeightsError:
+            return _open_all(path, stack), stack
+        except BaseException:
             stack.close()
-            if fsio.identity(path) != before and attempt < _ATTEMPTS:
-                continue
             raise
-        if fsio.identity(path) != before and attempt < _ATTEMPTS:
-            stack.close()
-            continue
-        with stack:
-            yield stored
-        return
 
-
-_ATTEMPTS = 5  # opens interrupted by another process replacing the file or folder, before giving up
+    stored, stack = fsio.read_consistently(
+        path, attempt, retry=(WeightsError,), discard=lambda opened: opened[1].close()
+    )
+    with stack:
+        yield stored
 
 
 def _open_all(path: Path, stack: contextlib.ExitStack) -> StoredTensors:

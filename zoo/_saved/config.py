@@ -1,0 +1,214 @@
+"""config.json: the resolved declaration of a saved model, read back to rebuild it with no code.
+
+    {"zoo_format": 1, "zoo_version", "save_id", "name", "declaration", "input_shape",
+     "input_dtype"/"input_high" (token ids), "provenance" (block -> "distribution version"),
+     "saved_on" (the parameters' device), "overrides"}
+
+A config.json another library wrote (transformers': model_type, architectures) is told apart
+and refused with the zoo.load_weights line to use instead. The file is read through
+zoo._files.jsonio, bounded: a hostile folder cannot hang or exhaust the reader.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from zoo._build import builder
+from zoo._errors import UnknownNameError, WeightsError, did_you_mean
+from zoo._files import jsonio
+from zoo._language.registry import Registry
+from zoo._version import __version__
+
+CONFIG_FILE = "config.json"
+CONFIG_FORMAT = 1  # layout of config.json; a newer one is refused with a message
+
+
+@dataclass(frozen=True)
+class SavedConfig:
+    """What config.json says about a saved model."""
+
+    name: str
+    declaration: dict[str, Any]  # resolved and inlined: rebuilds with no registry file
+    input_shape: tuple[int, ...] | None
+    provenance: dict[str, str]  # block type → "distribution version" that provided it
+    zoo_version: str
+    save_id: str | None  # the same id is in every weights file of the save
+    saved_on: str | None = None  # the device the parameters were on ("cuda:0"), for a notice on load
+    input: dict[str, Any] | None = None  # the example input as a declaration's `input` (a table for token ids)
+
+
+def new_save_id() -> str:
+    """A random id shared by config.json and every weights file of one save."""
+    return secrets.token_hex(8)
+
+
+def config_text(model: nn.Module, save_id: str) -> str | None:
+    """config.json's text for a model zoo built; None for any other model.
+
+    Raises:
+        WeightsError: the declaration holds a value JSON cannot (an object passed as an argument).
+    """
+    info = builder.build_info(model)
+    if info is None:
+        return None
+    config = {
+        "zoo_format": CONFIG_FORMAT,
+        "zoo_version": __version__,
+        "save_id": save_id,
+        "name": info.name,
+        "declaration": info.declaration,
+        "input_shape": list(info.input_shape) if info.input_shape else None,
+        **({"input_dtype": info.input_dtype, "input_high": info.input_high} if info.input_dtype else {}),
+        "provenance": info.provenance,
+        "saved_on": _saved_on(model),
+        "overrides": {k: v if isinstance(v, (bool, int, float, str)) else repr(v) for k, v in info.overrides.items()},
+    }
+    try:
+        return json.dumps(config, indent=2, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as err:
+        raise WeightsError(
+            f"'{info.name}' cannot be saved with its declaration: {err} (an argument that is no TOML value?). "
+            f"Declare it with plain values, or save the weights alone: zoo.save_tensors(model.state_dict(), path)"
+        ) from err
+
+
+def _saved_on(model: nn.Module) -> str | None:
+    first = next(iter(model.parameters()), None)
+    return str(first.device) if first is not None else None
+
+
+def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig | None:
+    """The folder's config.json, checked; None when there is none (a weights-only save).
+
+    `shown_as` is how to name the source in a message that says to load the weights with
+    zoo.load_weights (a Hub address for a repo's snapshot); default the folder.
+
+    Raises:
+        WeightsError: no such folder, or a config.json that is not what zoo.save writes.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        if folder.exists():
+            raise WeightsError(
+                f"{folder} is a file; zoo.load takes the folder zoo.save wrote "
+                f"(to load one file into a model you built: zoo.load_weights(model, '{folder}'))"
+            )
+        siblings = [p.name for p in folder.parent.iterdir()] if folder.parent.is_dir() else []
+        raise WeightsError(f"no such folder: {folder}.{did_you_mean(folder.name, siblings)}")
+    file = folder / CONFIG_FILE
+    if not file.exists() and not file.is_symlink():
+        return None
+    data = jsonio.read(file)  # bounded: a hostile folder cannot hang or exhaust this process
+    if not isinstance(data, dict) or "declaration" not in data:
+        raise WeightsError(
+            f"{file} is not a zoo config (no `declaration`). {foreign_config_hint(data, shown_as or str(folder))}"
+        )
+    version = data.get("zoo_format")
+    if not isinstance(version, int) or version > CONFIG_FORMAT:
+        raise WeightsError(
+            f"{file} has zoo_format {version!r}, written by zoo {data.get('zoo_version', '?')}; this zoo reads "
+            f"format {CONFIG_FORMAT} and older. Upgrade zoo (pip install -U zoo)."
+        )
+    shape = data.get("input_shape")
+    provenance = data.get("provenance", {})
+    checks = [
+        (isinstance(data.get("name"), str) and data["name"], "`name` must be a non-empty string"),
+        (isinstance(data["declaration"], dict), "`declaration` must be a table"),
+        (
+            shape is None or (isinstance(shape, list) and all(type(d) is int and d > 0 for d in shape)),
+            "`input_shape` must be null or a list of positive sizes",
+        ),
+        (
+            isinstance(provenance, dict) and all(isinstance(v, str) for v in provenance.values()),
+            "`provenance` must map block names to 'distribution version'",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise WeightsError(f"{file}: {message}")
+    save_id, saved_on = data.get("save_id"), data.get("saved_on")
+    example: dict[str, Any] | None = None
+    if shape and data.get("input_dtype") is not None:
+        example = {"shape": shape, "dtype": data["input_dtype"]}
+        if data.get("input_high") is not None:
+            example["high"] = data["input_high"]
+    return SavedConfig(
+        data["name"],
+        data["declaration"],
+        tuple(shape) if shape else None,
+        provenance,
+        str(data.get("zoo_version", "?")),
+        save_id if isinstance(save_id, str) else None,
+        saved_on if isinstance(saved_on, str) else None,
+        example,
+    )
+
+
+def foreign_config_hint(data: Any, source: str) -> str:
+    """What to do with a config.json another library wrote (transformers': model_type, architectures)."""
+    said = ""
+    if isinstance(data, dict):
+        facts = [f"{key} {data[key]!r}" for key in ("model_type", "architectures") if key in data]
+        said = (
+            f"It was written by another library ({', '.join(facts)}): "
+            if facts
+            else "It was written by another library: "
+        )
+    return said + load_weights_hint(source)
+
+
+def load_weights_hint(source: str) -> str:
+    """How to use weights without a zoo declaration: build the architecture with zoo, load the weights into it."""
+    return (
+        f"zoo cannot tell which model to build from it. Build the architecture with zoo (an entry declared "
+        f'for it) and load the weights into that: zoo.load_weights(zoo.build("NAME"), "{source}")'
+    )
+
+
+def rebuild(config: SavedConfig, reg: Registry, folder: Path) -> nn.Module:
+    """The model config.json declares, built with the blocks installed here (on whatever device context is active)."""
+    example: Any = config.input or (list(config.input_shape) if config.input_shape else None)
+    declaration = {**config.declaration, **({"input": example} if example else {})}
+    return builder.build_declaration(config.name, declaration, file=str(folder / CONFIG_FILE), registry=reg)
+
+
+def require_blocks(config: SavedConfig, reg: Registry, file: Path) -> None:
+    """Name every block the declaration needs that is not installed, with what provided it at save time."""
+    missing = []
+    for block in sorted(set(_block_types(config.declaration))):
+        try:
+            reg.resolve(block)
+        except UnknownNameError:
+            base = block.split(":", 1)[-1]
+            missing.append(f"'{block}'{did_you_mean(base, reg.names())} ({_how_to_get(config.provenance.get(base))})")
+    if missing:
+        raise UnknownNameError(
+            f"{file}: '{config.name}' needs block(s) that are not installed here: {'; '.join(missing)}"
+        )
+
+
+def _how_to_get(origin: str | None) -> str:
+    if origin is None:
+        return "config.json does not say who provided it"
+    dist, _, version = origin.partition(" ")
+    if not version:  # registered in Python with zoo.register, not installed from a distribution
+        return f"registered in Python by module '{dist}' with zoo.register: register it again before zoo.load"
+    return f"saved with {dist} {version}: pip install '{dist}=={version}'"
+
+
+def _block_types(node: Any) -> Iterator[str]:
+    if isinstance(node, Mapping):
+        if isinstance(node.get("type"), str):
+            yield node["type"]
+        for value in node.values():
+            yield from _block_types(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _block_types(value)
