@@ -110,35 +110,7 @@ def upload(
     max_shard_size: int | str | None = None,
     endpoint: str | None = None,
 ) -> str:
-    """Save a model (or take a folder zoo.save wrote) and upload it to a Hub repo.
-
-    The repo is created if needed (private or public as asked; an existing repo keeps its
-    visibility). Files the repo already holds with the same bytes are not sent again, and a
-    push that changes nothing makes no commit. Weights of an earlier push that this one does
-    not have (a single file replaced by shards, or the reverse) are deleted in the same commit.
-
-    Args:
-        model_or_dir: a model built by zoo, or a folder written by `zoo.save`.
-        repo_id: `"org/name"`.
-        branch: the branch to commit to (created from main if missing); default main.
-        private: create the repo private.
-        token: a Hub token; default HF_TOKEN or the stored login.
-        commit_message: default "Upload <model name> with zoo".
-        create_pr: open a pull request against main instead of committing to it.
-        max_shard_size: passed to zoo.save when `model_or_dir` is a model.
-        endpoint: a Hub-compatible server; default HF_ENDPOINT (huggingface.co).
-
-    Returns:
-        The URL of the commit (of the current head when nothing changed).
-
-    Raises:
-        HubError: offline, bad repo id, refused by the server, or the server cannot be reached.
-        WeightsError: the folder is not a model folder zoo wrote.
-
-    Example:
-        >>> zoo.push(zoo.build("chimera"), "me/chimera")
-        'https://huggingface.co/me/chimera/commit/3f2a…'
-    """
+    """zoo.push: a model saved reproducibly (or a folder zoo.save wrote), uploaded as one commit (see zoo.push)."""
     _check_repo_id(repo_id)
     if huggingface_hub.is_offline_mode():
         raise HubError(f"cannot push {repo_id}: HF_HUB_OFFLINE is set, so zoo sends no request. Unset it to push.")
