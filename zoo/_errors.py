@@ -8,7 +8,9 @@ subclasses the natural builtin, so `except KeyError` keeps working for callers t
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
+from typing import Any
 
 
 class ZooError(Exception):
@@ -111,3 +113,18 @@ def meta_limit(err: BaseException) -> bool:
     """Whether an error from a forward on the meta device says only that meta tensors have no data
     (`.item()`, a loop on a value, an op without a meta kernel), not that the model or input is wrong."""
     return isinstance(err, NotImplementedError) or "meta" in str(err).lower()
+
+
+_SHORT = reprlib.Repr()  # Python 3.11's takes no arguments
+_SHORT.maxlevel, _SHORT.maxtuple, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxset = 3, 6, 6, 6, 6
+_SHORT.maxstring = _SHORT.maxlong = _SHORT.maxother = 80
+
+
+def shown(value: Any, limit: int = 120) -> str:
+    """A value for a message, cut short: a string as it is, anything else as its repr.
+
+    A declaration may be a stranger's, so a value in a message can be huge (an array of a
+    million items in a config.json); the message stays a line.
+    """
+    text = value if isinstance(value, str) else _SHORT.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

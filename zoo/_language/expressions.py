@@ -8,8 +8,14 @@
 
 Expressions are parsed with Python's own parser (`ast`, no execution) and evaluated by a
 whitelist walker over a closed set of node types: no attribute access, no calls other than
-min and max, no names other than the scope's. Results are bounded, so a hostile declaration
-cannot make `${10 ** 10 ** 10}` eat the machine.
+min and max, no names other than the scope's.
+
+Everything is bounded before it can cost much, because a declaration may be a stranger's
+(a Hub repo's config.json): the text of one string (`MAX_SOURCE` characters), how deeply an
+expression nests (`MAX_DEPTH`, measured on the text before Python's parser, which recurses,
+ever sees it), the bits of an int, and the size of every value as it is built (`MAX_SIZE`
+items and characters over all nested levels), so neither `${10 ** 10 ** 10}` nor
+`${[[[1] * 4096] * 4096] * 4096}` can eat the machine.
 """
 
 from __future__ import annotations
@@ -21,11 +27,17 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo._errors import SpecError, did_you_mean, listing
+from zoo._errors import SpecError, did_you_mean, listing, shown
 
 _TEMPLATE = re.compile(r"\$\{([^{}]*)\}")
 _MAX_INT_BITS = 256  # no tensor dimension or hyperparameter needs more
-_MAX_TEXT = 4096  # characters in a string result
+_MAX_TEXT = 4096  # characters in a string result, items in a list
+MAX_SOURCE = 4096  # characters in a string holding `${...}`; the longest in zoo's registry is 116
+MAX_DEPTH = 50  # operators and brackets on the deepest path of one expression; zoo's registry needs 20
+MAX_SIZE = 16384  # every value: items and characters over all its nested levels together
+_OPERATOR_CHARS = frozenset("+-*/%<>=!~&|^@:.")
+_OPERATOR_WORDS = frozenset(("not", "and", "or", "if", "else", "in", "is", "lambda", "for", "await", "yield"))
+_FSTRING_PREFIXES = frozenset(("f", "rf", "fr"))
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -70,7 +82,9 @@ class Expr:
             return values[0]
         text = "".join(_text(v) for v in values)
         if len(text) > _MAX_TEXT:
-            raise SpecError(f"{where}: '{self.text}' makes a string of {len(text)} characters (at most {_MAX_TEXT}).")
+            raise SpecError(
+                f"{where}: '{shown(self.text)}' makes a string of {len(text)} characters (at most {_MAX_TEXT})."
+            )
         return text
 
 
@@ -81,6 +95,10 @@ def has_template(value: str) -> bool:
 
 def parse(text: str, where: str) -> Expr:
     """Parse a string holding `${...}`. Raises SpecError for an unclosed brace or a bad expression."""
+    if len(text) > MAX_SOURCE:
+        raise SpecError(
+            f"{where}: a string holding '${{' is {len(text)} characters long; expressions are at most {MAX_SOURCE}."
+        )
     parts: list[str | ast.Expression] = []
     names: set[str] = set()
     pos = 0
@@ -93,7 +111,7 @@ def parse(text: str, where: str) -> Expr:
         pos = match.end()
     rest = text[pos:]
     if "${" in rest:
-        raise SpecError(f"{where}: '{text}' opens '${{' without a matching '}}'.")
+        raise SpecError(f"{where}: '{shown(text)}' opens '${{' without a matching '}}'.")
     if rest:
         parts.append(rest)
     return Expr(text, tuple(parts), frozenset(names))
@@ -101,19 +119,83 @@ def parse(text: str, where: str) -> Expr:
 
 def _parse_one(source: str, text: str, where: str) -> ast.Expression:
     if not source.strip():
-        raise SpecError(f"{where}: '{text}' has an empty '${{}}'; write an argument name or an expression inside.")
+        raise SpecError(
+            f"{where}: '{shown(text)}' has an empty '${{}}'; write an argument name or an expression inside."
+        )
+    depth = _depth_bound(source, text, where)
+    if depth > MAX_DEPTH:
+        raise SpecError(
+            f"{where}: '{shown(text)}' is an expression nested too deeply: {depth} operators and brackets on its "
+            f"deepest path, at most {MAX_DEPTH}. Split it into `args` that use each other."
+        )
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as err:
-        raise SpecError(f"{where}: '{text}' is not a valid expression: {err.msg}.") from None
+        raise SpecError(f"{where}: '{shown(text)}' is not a valid expression: {err.msg}.") from None
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED):
-            raise SpecError(f"{where}: '{text}': {_refusal(node)}")
+            raise SpecError(f"{where}: '{shown(text)}': {_refusal(node)}")
         if isinstance(node, ast.Call) and not (
             isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and not node.keywords
         ):
-            raise SpecError(f"{where}: '{text}': only min(...) and max(...) can be called in an expression.")
+            raise SpecError(f"{where}: '{shown(text)}': only min(...) and max(...) can be called in an expression.")
     return tree
+
+
+def _depth_bound(source: str, text: str, where: str) -> int:
+    """An upper bound on how deeply the expression's syntax tree nests, read from its text alone.
+
+    Python's parser and the evaluator both recurse once per level, so the depth is bounded
+    here, in one pass with no recursion, before either runs. Every node of the tree is made by
+    a token: an operator or keyword by its own, a list, call or subscript by its bracket, a
+    tuple by the commas of its bracket (one node however many). The nodes on any path from
+    the root are distinct, so a path holds at most, for each bracket it passes through, the
+    operators written directly inside that bracket, plus one. Operator characters count one
+    each (`**` counts two): a bound, not the depth itself.
+    """
+    # One frame per open bracket: [operators directly inside, deepest bound of a closed bracket inside, has a comma]
+    stack: list[list[int]] = [[0, 0, 0]]
+    i, n = 0, len(source)
+    while i < n:
+        c = source[i]
+        if c in "'\"":
+            start = i
+            while start > 0 and (source[start - 1].isalnum() or source[start - 1] == "_"):
+                start -= 1
+            if source[start:i].lower() in _FSTRING_PREFIXES:  # f"{...}" parses the text inside: refused unread
+                raise SpecError(f"{where}: '{shown(text)}': f-strings are not part of the expression language.")
+            quote = source[i : i + 3] if source[i : i + 3] == c * 3 else c
+            i += len(quote)
+            while i < n and source[i : i + len(quote)] != quote:
+                i += 2 if source[i] == "\\" else 1
+            i += len(quote)
+        elif c in "([{":
+            stack.append([0, 0, 0])
+            i += 1
+        elif c in ")]}":
+            if len(stack) > 1:
+                ops, inner, comma = stack.pop()
+                stack[-1][1] = max(stack[-1][1], ops + comma + 1 + inner)
+            i += 1
+        elif c in _OPERATOR_CHARS:
+            stack[-1][0] += 1
+            i += 1
+        elif c == ",":
+            stack[-1][2] = 1
+            i += 1
+        elif c.isalpha() or c == "_":
+            start = i
+            while i < n and (source[i].isalnum() or source[i] == "_"):
+                i += 1
+            if source[start:i] in _OPERATOR_WORDS:
+                stack[-1][0] += 1
+        else:
+            i += 1
+    depth = 0
+    while stack:  # brackets left open: the parser refuses them, but they count here all the same
+        ops, inner, comma = stack.pop()
+        depth = ops + comma + 1 + max(inner, depth)
+    return depth
 
 
 _ALLOWED = (
@@ -157,9 +239,33 @@ class _Evaluator:
         self.scope = scope
         self.where = where
         self.text = text
+        self.sizes: dict[int, tuple[Any, int]] = {}  # id(list) → (the list, kept alive; its size)
 
     def fail(self, message: str) -> SpecError:
-        return SpecError(f"{self.where}: '{self.text}': {message}")
+        return SpecError(f"{self.where}: '{shown(self.text)}': {message}")
+
+    def size(self, value: Any) -> int:
+        """Items and characters over all nested levels (a list counts one, plus its items)."""
+        if isinstance(value, str):
+            return max(1, len(value))
+        if not isinstance(value, (list, tuple)):
+            return 1
+        known = self.sizes.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        total = 1 + sum(self.size(v) for v in value)
+        self.sizes[id(value)] = (value, total)
+        return total
+
+    def made(self, value: Any, size: int) -> Any:
+        """`value`, just built with `size` (computed before building it): refused past MAX_SIZE."""
+        if size > MAX_SIZE:
+            raise self.fail(
+                f"the result would hold {size} items and characters over all its levels (at most {MAX_SIZE})."
+            )
+        if isinstance(value, list):
+            self.sizes[id(value)] = (value, size)
+        return value
 
     def run(self, tree: ast.Expression) -> Any:
         return self.eval(tree.body) if isinstance(tree, ast.Expression) else self.eval(tree)
@@ -178,7 +284,13 @@ class _Evaluator:
                 )
             return self.scope[node.id]
         if isinstance(node, (ast.List, ast.Tuple)):
-            return [self.eval(e) for e in node.elts]
+            items = []
+            size = 1
+            for element in node.elts:  # bounded item by item: no list is built past the bound
+                items.append(self.eval(element))
+                size += self.size(items[-1])
+                self.made(None, size)
+            return self.made(items, size)
         if isinstance(node, ast.UnaryOp):
             value = self.eval(node.operand)
             if isinstance(node.op, ast.Not):
@@ -227,17 +339,25 @@ class _Evaluator:
         left, right = self.eval(node.left), self.eval(node.right)
         symbol = _SYMBOL[type(node.op)]
         if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
+            self.made(None, len(left) + len(right))
             return self.bounded(left + right)
         if isinstance(node.op, ast.Add) and isinstance(left, list) and isinstance(right, list):
-            return self.bounded(left + right)
+            size = self.size(left) + self.size(right) - 1
+            self.made(None, size)
+            return self.made(self.bounded(left + right), size)
         if isinstance(node.op, ast.Mult) and isinstance(left, (str, list)) != isinstance(right, (str, list)):
             count = right if isinstance(left, (str, list)) else left
             seq = left if isinstance(left, (str, list)) else right
             if type(count) is not int:
                 raise self.fail(f"'{symbol}' repeats a {_kind(seq)} only by an int, got {_kind(count)}.")
+            count = max(count, 0)
             if count * len(seq) > _MAX_TEXT:
                 raise self.fail(f"the result would hold {count * len(seq)} items (at most {_MAX_TEXT}).")
-            return left * right
+            if isinstance(seq, str):
+                return self.made(seq * count, count * len(seq))
+            size = 1 + count * (self.size(seq) - 1)
+            self.made(None, size)  # checked before the list is built
+            return self.made(seq * count, size)
         self.need_number(left, symbol)
         self.need_number(right, symbol)
         if isinstance(node.op, ast.Pow) and abs(right) > 64 and abs(left) > 1:
@@ -263,7 +383,7 @@ class _Evaluator:
 
 
 def _kind(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {shown(repr(value) if isinstance(value, str) else value, 60)}"
 
 
 def _text(value: Any) -> str:

@@ -9,6 +9,7 @@ TOML-shaped data saved in config.json.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -118,10 +119,29 @@ class Resolution:
     input_high: int | None = None
 
 
+# The expansion budget: how large one entry's resolved tree may grow. Each block, op and shared-block
+# use the resolution visits counts one (every repeat copy, kept or left out by `when`), and so does
+# each value of their arguments (a string one per 64 characters). zoo's largest entry, tv_densenet121,
+# counts 3,713 (GPT-2 small 3,068, about 250 a transformer layer, so an 80-layer Llama fits 30,000);
+# the default is a hundred times the largest, and resolving that much takes a few seconds.
+MAX_NODES_ENV = "ZOO_MAX_NODES"
+DEFAULT_MAX_NODES = 400_000
+
+
+def max_nodes() -> int:
+    """The expansion budget per entry: $ZOO_MAX_NODES, else DEFAULT_MAX_NODES."""
+    text = os.environ.get(MAX_NODES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_NODES
+    if not text.isdigit() or int(text) < 1:
+        raise SpecError(f"{MAX_NODES_ENV} must be a positive whole number of nodes, got {text!r}.")
+    return int(text)
+
+
 def resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any], name: str) -> Resolution:
     """Resolve `provider` (a Python block or a declared entry) with `overrides`."""
     try:
-        return _resolve(registry, provider, overrides, name)
+        return _resolve(registry, provider, overrides, name, max_nodes())
     except RecursionError:  # each level is bounded, but entries inside entries and blocks inside blocks add up
         return Resolution(None, [too_deep(provider)])
 
@@ -135,8 +155,10 @@ def too_deep(provider: Provider) -> SpecError:
     )
 
 
-def _resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any], name: str) -> Resolution:
-    resolver = _Resolver(registry)
+def _resolve(
+    registry: Registry, provider: Provider, overrides: Mapping[str, Any], name: str, budget: int
+) -> Resolution:
+    resolver = _Resolver(registry, budget)
     input_shape = None
     key_map = None
     dtype, high = None, None
@@ -149,7 +171,18 @@ def _resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any
             root = None
     else:
         assert provider.entry is not None
-        root, input_shape = resolver.entry(provider.entry, overrides, name)
+        try:
+            root, input_shape = resolver.entry(provider.entry, overrides, name)
+        except _OverBudget as over:
+            where = over.where or str(provider.entry.loc)
+            resolver.errors.append(
+                SpecError(
+                    f"{where}: {name} expands to more than {budget:,} nodes (blocks, ops, repeat copies and the "
+                    f"values of their arguments; zoo's largest built-in entry has 3,713). Is a `repeat` "
+                    f"inside a `repeat` meant? To allow more, set {MAX_NODES_ENV}."
+                )
+            )
+            return Resolution(None, resolver.errors)
         if provider.entry.key_map is not None:
             where = f"{provider.entry.key_map_loc or provider.entry.loc}: {name} -> weights"
             try:
@@ -162,6 +195,25 @@ def _resolve(registry: Registry, provider: Provider, overrides: Mapping[str, Any
 
 class _Broken(Exception):
     """A part that could not be resolved; its error is already in the list."""
+
+
+class _OverBudget(Exception):
+    """The entry expands past the budget: resolution stops at once, with one error."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.where = where
+
+
+def _tree_size(value: Any) -> int:
+    """What a resolved argument value adds to the tree: one per value, a string one per 64 characters."""
+    if isinstance(value, str):
+        return 1 + len(value) // 64
+    if isinstance(value, (tuple, list)):
+        return 1 + sum(_tree_size(v) for v in value)
+    if isinstance(value, Mapping):
+        return 1 + sum(_tree_size(v) for v in value.values())
+    return 0 if isinstance(value, (Block, Graph, Use)) else 1  # blocks are counted where they are resolved
 
 
 class _Args(Mapping[str, Any]):
@@ -230,8 +282,9 @@ def _at(loc: Location, path: str) -> str:
 
 
 class _Resolver:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, budget: int) -> None:
         self.registry = registry
+        self.budget = budget  # nodes left to expand (see DEFAULT_MAX_NODES)
         self.errors: list[ZooError] = []
         self.warnings: list[str] = []
         self.provenance: dict[str, str] = {}
@@ -242,6 +295,12 @@ class _Resolver:
     def fail(self, err: ZooError) -> _Broken:
         self.errors.append(err)
         return _Broken()
+
+    def spend(self, nodes: int, where: str) -> None:
+        """Count `nodes` against the expansion budget; past it, stop resolving this entry."""
+        self.budget -= nodes
+        if self.budget < 0:
+            raise _OverBudget(where)
 
     def attempt(self, fn: Callable[[], Any]) -> Any:
         """fn(), with a ZooError recorded instead of raised (the caller gets _Broken)."""
@@ -336,6 +395,7 @@ class _Resolver:
         provider = self.attempt(lambda: self.registry.resolve(type_name, where=where))
         kwargs = self.kwargs(node, scope)
         kwargs.update(direct)
+        self.spend(1 + _tree_size(kwargs), where)
         if provider.entry is not None:
             return self.inline(node, provider.entry, kwargs, scope)
         self.shared.append({})
@@ -449,6 +509,7 @@ class _Resolver:
         where = _at(child.loc, child.path)
         repeat = child.repeat
         if repeat is None:
+            self.spend(1, where)
             if self.kept(child, scope, where):
                 yield self.label(label, scope, where), scope, True
             return
@@ -457,6 +518,7 @@ class _Resolver:
             raise self.fail(SpecError(f"{where}: `repeat` must be a count from 0 to 10000, got {count!r}."))
         splice = label is None or isinstance(label, Expr)
         for i in range(count):
+            self.spend(1, where)  # before `when`: copies left out cost their test
             inner = _Index(scope, repeat.index, i)
             if self.kept(child, inner, where):
                 yield self.label(label, inner, where) if splice else None, inner, splice
@@ -565,6 +627,7 @@ class _Resolver:
             except ZooError as err:
                 self.errors.append(err)
                 continue
+            self.spend(_tree_size(shape), where)
             if not all(type(d) is int and d >= 0 for d in shape):
                 self.errors.append(SpecError(f"{where} -> params.{pname}: a shape holds sizes, got {list(shape)}."))
             params[pname] = shape
@@ -638,6 +701,7 @@ class _Resolver:
                         "(inputs, params and children share one namespace)."
                     )
                 )
+            self.spend(len(args) + len(kwargs) + _tree_size(call) + _tree_size(op_kwargs), where)
             if block is not None:
                 self.callable_child(block)
             steps.append(Step(name, block, op, fn, op_kwargs, args, kwargs, call, where))
@@ -744,6 +808,7 @@ class _Resolver:
             except ZooError as err:
                 self.errors.append(err)
                 continue
+            self.spend(1 + _tree_size(kwargs), where)
             for block in rule.on:
                 if block not in self.registry:
                     self.errors.append(

@@ -1,0 +1,273 @@
+"""Declarations written to hurt (issue 21): every root cause an outside attack found, as tests.
+
+A declaration may be a stranger's (a Hub repo's config.json), so each of these must end in a
+ZooError (exit 2 at the command line) within seconds, with its file:line, and never run code,
+hang, exhaust memory or print a traceback. Each test holds the root cause, not only the
+reproducer: the bounds are checked on the neighbours of the attack as well as on it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+
+import zoo
+from zoo import cli
+from zoo._errors import SpecError, ZooError
+from zoo._language import expressions
+from zoo._language.resolve import DEFAULT_MAX_NODES, MAX_NODES_ENV
+
+from .hubserver import HubServer
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Fail instead of hanging: SIGALRM interrupts a Python loop that never ends."""
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s: the input hangs zoo")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The command line in this process, under a deadline; never a traceback or an internal error."""
+    with deadline(60):
+        code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "internal error" not in err, err
+    return code, out, err
+
+
+def entry(value: str) -> str:
+    """One entry whose Linear takes `value` as its out_features, on line 3."""
+    return f'[m]\ninput = [2, 3]\nlayers = [{{ type = "Linear", in_features = 3, out_features = "{value}" }}]\n'
+
+
+# --- 1. expressions nested deeper than the parser can follow ---------------------------------------
+
+DEEP = {
+    "minus": "${" + "-" * 200 + "1}",
+    "sum": "${" + "+".join(["1"] * 500) + "}",
+    "not": "${" + "not " * 300 + "1}",
+    "brackets": "${" + "(" * 150 + "1" + ")" * 150 + "}",
+    "lists": "${" + "[" * 150 + "1" + "]" * 150 + "}",
+    "calls": "${" + "max(1, " * 100 + "1" + ")" * 100 + "}",
+    "conditional": "${" + "1 if 1 else " * 200 + "1}",
+}
+
+
+@pytest.mark.parametrize("case", DEEP)
+def test_1_an_expression_nested_too_deeply_is_refused_before_python_parses_it(
+    case: str, capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(entry(DEEP[case]))
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2
+    assert f"{path}:3: m -> layers[0] -> out_features" in err and "nested too deeply" in err
+    assert len(err.splitlines()[0]) < 400  # the expression is cut short in the message
+
+
+def test_1_the_issues_reproducers_are_refused_by_their_depth_or_their_length(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    for value, refusal in (
+        ("${" + "-" * 3000 + "1}", "nested too deeply"),
+        ("${" + "+".join(["1"] * 3000) + "}", f"expressions are at most {expressions.MAX_SOURCE}"),
+        ("${" + "not " * 8000 + "1}", f"expressions are at most {expressions.MAX_SOURCE}"),
+    ):
+        path = write_toml(entry(value))
+        code, _, err = run(capsys, "check", str(path))
+        assert code == 2 and f"{path}:3:" in err and refusal in err
+
+
+def test_1_the_depth_bound_counts_what_real_expressions_need() -> None:
+    widest = "(((num_init_features + 6 * growth_rate) // 2 + 12 * growth_rate) // 2 + 24 * growth_rate) // 2"
+    assert expressions._depth_bound(widest, widest, "w") <= expressions.MAX_DEPTH // 2
+    flat = "[" + ", ".join(["1"] * 1000) + "]"  # wide is not deep: the commas of one list make one node
+    assert expressions._depth_bound(flat, flat, "w") <= 3
+    assert expressions.parse("${" + flat + "}", "w").evaluate({}, "w") == [1] * 1000
+
+
+def test_1_the_bound_is_an_upper_bound_on_the_real_depth() -> None:
+    import ast
+
+    def depth(node: ast.AST) -> int:
+        children = [c for c in ast.iter_child_nodes(node) if not isinstance(c, (ast.expr_context, ast.operator))]
+        return 1 + max((depth(c) for c in children), default=0)
+
+    for source in ("1 + 2 * 3", "-(-(-x))", "[1, [2, [3]]]", "max(a, min(b, c)) if a < b else c", "not a or b and c"):
+        tree = ast.parse(source, mode="eval").body
+        assert depth(tree) <= expressions._depth_bound(source, source, "w"), source
+
+
+def test_1_f_strings_are_refused_unread(write_toml: Callable[..., Path]) -> None:
+    with pytest.raises(SpecError, match="f-strings are not part of the expression language"):
+        zoo.build("m", registry=[write_toml(entry("${f'{1}' + f'x'}".replace("{1}", "")))])
+
+
+# --- 2. values too large to build --------------------------------------------------------------------
+
+LARGE = {
+    "nested_lists": "x${[[[1] * 4096] * 4096] * 4096}",
+    "square": "${[[1] * 4096] * 4096}",
+    "comparison": "${[[1] * 4096] * 4096 == [[1] * 4096] * 4096}",
+    "concatenation": "${[[1] * 4000] + [[1] * 4000] + [[1] * 4000] + [[1] * 4000] + [[1] * 4000]}",
+    "list_of_strings": "${['" + "a" * 3000 + "'] * 4000}",
+}
+
+
+@pytest.mark.parametrize("case", LARGE)
+def test_2_every_value_is_bounded_as_it_is_built(
+    case: str, capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(entry(LARGE[case]))
+    started = time.perf_counter()
+    code, _, err = run(capsys, "check", str(path))
+    assert time.perf_counter() - started < 20  # a bound, not a benchmark: today's machine does it in milliseconds
+    assert code == 2 and f"{path}:3:" in err and f"at most {expressions.MAX_SIZE}" in err, err
+    assert len(err) < 2000  # the message shows a short excerpt, never the value
+
+
+def test_2_values_within_the_bound_still_work() -> None:
+    assert expressions.parse("${[[1] * 100] * 100}", "w").evaluate({}, "w") == [[1] * 100] * 100
+    assert expressions.parse("${'ab' * 2048}", "w").evaluate({}, "w") == "ab" * 2048
+    assert expressions.parse("${[1] * -3}", "w").evaluate({}, "w") == []
+
+
+def test_2_an_error_about_a_large_value_shows_a_short_excerpt_of_it() -> None:
+    scope = {"big": tuple(range(100_000))}
+    with pytest.raises(SpecError) as err:
+        expressions.parse("${big < 'x'}", "w").evaluate(scope, "w")
+    assert "cannot compare" in str(err.value) and len(str(err.value)) < 400
+
+
+# --- 3. declarations that expand to more than any model ----------------------------------------------
+
+REPEATS = '[m]\nlayers = [{ repeat = 10000, layers = [{ repeat = 10000, type = "Identity" }] }]\n'
+
+
+def test_3_a_repeat_of_repeats_stops_at_the_expansion_budget(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(REPEATS)
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2
+    assert f"{path}:2: m -> layers[0] -> layers[0]: m expands to more than {DEFAULT_MAX_NODES:,} nodes" in err
+    assert MAX_NODES_ENV in err and err.count("error:") == 1  # one error, not one per copy
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        '{ repeat = 10000, layers = [{ repeat = 10000, type = "Identity", when = false }] }',  # copies left out
+        '{ repeat = 10000, type = "Identity", foo = ' + "[" + ", ".join(["1"] * 200) + "] }",  # argument values
+        '{ repeat = 2000, type = "Identity", foo = "' + "a" * 20000 + '" }',  # long strings
+    ],
+    ids=["when_false", "large_arguments", "long_strings"],
+)
+def test_3_the_budget_counts_what_expansion_costs_not_only_what_it_keeps(
+    layers: str, write_toml: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MAX_NODES_ENV, "100000")
+    path = write_toml(f"[m]\nlayers = [{layers}]\n")
+    with deadline(30), pytest.raises(SpecError, match="m expands to more than 100,000 nodes"):
+        zoo.build("m", registry=[path])
+
+
+def test_3_the_budget_is_configurable_and_checked(
+    write_toml: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_toml('[m]\nlayers = [{ repeat = 40, type = "Identity" }]\n')
+    monkeypatch.setenv(MAX_NODES_ENV, "30")
+    with pytest.raises(SpecError, match="m expands to more than 30 nodes"):
+        zoo.build("m", registry=[path])
+    monkeypatch.setenv(MAX_NODES_ENV, "200")
+    assert len(zoo.build("m", registry=[path])) == 40
+    monkeypatch.setenv(MAX_NODES_ENV, "lots")
+    with pytest.raises(SpecError, match=f"{MAX_NODES_ENV} must be a positive whole number"):
+        zoo.build("m", registry=[path])
+
+
+def test_3_every_registry_entry_fits_the_budget_a_hundred_times() -> None:
+    from zoo._language import resolve
+    from zoo._plugins import discovery
+
+    registry = discovery.current()
+    largest = 0
+    for name in registry.names():
+        provider = registry.resolve(name)
+        if provider.entry is None:
+            continue
+        resolver = resolve._Resolver(registry, DEFAULT_MAX_NODES)
+        resolver.entry(provider.entry, {}, name)
+        largest = max(largest, DEFAULT_MAX_NODES - resolver.budget)
+    assert 0 < largest * 100 <= DEFAULT_MAX_NODES * 1.1  # the default is the largest entry's size, a hundred times
+
+
+# --- 1-3 through a saved folder: zoo load DIR, zoo.load, zoo pull ---------------------------------------
+
+HOSTILE_DECLARATIONS = {
+    "deep_expression": {"type": "Linear", "in_features": 3, "out_features": "${" + "-" * 200 + "1}"},
+    "large_value": {"type": "Identity", "foo": "x${[[[1] * 4096] * 4096] * 4096}"},
+    "repeats": {"layers": [{"repeat": 10000, "layers": [{"repeat": 10000, "type": "Identity"}]}]},
+}
+HOSTILE_MESSAGES = {
+    "deep_expression": "nested too deeply",
+    "large_value": "at most 16384",
+    "repeats": "expands to more",
+}
+
+
+def _hostile_folder(tmp_path: Path, case: str) -> Path:
+    folder = zoo.save(zoo.build("mlp"), tmp_path / case)
+    config = json.loads((folder / "config.json").read_text())
+    config["declaration"] = HOSTILE_DECLARATIONS[case]
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("case", HOSTILE_DECLARATIONS)
+def test_1_to_3_hold_through_a_saved_folder(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _hostile_folder(tmp_path, case)
+    with deadline(60), pytest.raises(SpecError, match=HOSTILE_MESSAGES[case]) as err:
+        zoo.load(folder)
+    assert str(folder / "config.json") in str(err.value)
+    code, _, stderr = run(capsys, "load", str(folder))
+    assert code == 2 and HOSTILE_MESSAGES[case] in stderr
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with HubServer() as running:
+        yield running
+        assert running.errors == [], "the test server raised:\n" + "\n".join(running.errors)
+
+
+@pytest.mark.parametrize("case", HOSTILE_DECLARATIONS)
+def test_1_to_3_hold_through_zoo_pull(
+    case: str, server: HubServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _hostile_folder(tmp_path, case)
+    server.put_files(f"org/{case}", {p.name: p.read_bytes() for p in folder.iterdir()})
+    with deadline(60), pytest.raises(ZooError, match=HOSTILE_MESSAGES[case]):
+        zoo.pull(f"org/{case}", endpoint=server.url, cache_dir=tmp_path / "cache", token="t")
+    code, _, err = run(capsys, "pull", f"org/{case}", "--endpoint", server.url, "--cache-dir", str(tmp_path / "c2"))
+    assert code == 2 and HOSTILE_MESSAGES[case] in err
+    assert re.search(r"config\.json", err)
