@@ -8,6 +8,8 @@ reproducer: the bounds are checked on the neighbours of the attack as well as on
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
 import re
 import signal
@@ -17,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import constants
 
 import zoo
@@ -104,8 +107,6 @@ def test_1_the_depth_bound_counts_what_real_expressions_need() -> None:
 
 
 def test_1_the_bound_is_an_upper_bound_on_the_real_depth() -> None:
-    import ast
-
     def depth(node: ast.AST) -> int:
         children = [c for c in ast.iter_child_nodes(node) if not isinstance(c, (ast.expr_context, ast.operator))]
         return 1 + max((depth(c) for c in children), default=0)
@@ -271,3 +272,123 @@ def test_1_to_3_hold_through_zoo_pull(
     code, _, err = run(capsys, "pull", f"org/{case}", "--endpoint", server.url, "--cache-dir", str(tmp_path / "c2"))
     assert code == 2 and HOSTILE_MESSAGES[case] in err
     assert re.search(r"config\.json", err)
+
+
+# --- 4 and 5. names that are Module attributes, fx names or Python keywords --------------------------------
+
+ATTRIBUTE_NAMES = ["self", "forward", "training", "type", "parameters", "__class__", "_parameters", "__dict__"]
+ATTRIBUTE_NAMES += ["code", "graph", "meta", "zoo_info", "class", "lambda", "0"]
+
+
+def _every_name_entry(name: str) -> str:
+    """A dataflow block with a child, a parameter and an input all named like attributes; `name` for the child."""
+    return f"""
+[m]
+input = [2, 3]
+inputs = ["self", "class"]
+params = {{ forward = [3], type = [3, 3] }}
+tie = {{ "{name}.weight" = "training.weight" }}
+[m.layers]
+training = {{ type = "Linear", in_features = 3, out_features = 3, in = "self" }}
+{name} = {{ type = "Linear", in_features = 3, out_features = 3, in = "class" }}
+sum = {{ op = "add", in = ["training", "{name}"] }}
+scaled = {{ op = "mul", in = ["sum", "forward"] }}
+out = {{ op = "matmul", in = ["scaled", "type"] }}
+"""
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ATTRIBUTE_NAMES if n not in ("training", "self", "class", "forward", "type")]
+)
+def test_4_any_state_dict_key_works_as_a_dataflow_name(name: str, write_toml: Callable[..., Path]) -> None:
+    path = write_toml(_every_name_entry(name))
+    model = zoo.build("m", registry=[path])
+    keys = ["forward", "type", "training.weight", "training.bias", f"{name}.weight", f"{name}.bias"]
+    assert list(model.state_dict()) == keys
+    assert [n for n, _ in model.named_modules()] == ["", "training", name]
+    assert model.get_submodule(name) is model._modules[name] and model.get_parameter("forward").shape == (3,)
+    assert model._modules[name].weight is model._modules["training"].weight  # the tie, by declared keys
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    with torch.no_grad():
+        model.get_parameter("forward").fill_(2.0)
+        model.get_parameter("type").copy_(torch.eye(3))
+        training, other = model._modules["training"], model._modules[name]
+        expected = (training(x) + other(y)) * 2.0
+    assert torch.allclose(model(x, y), expected)
+    model.eval()  # nn.Module's own `self.training = False` lands on the attribute, not the child
+    assert model.training is False and model._modules["training"].training is False
+    assert callable(model.forward) and not isinstance(model.forward, torch.nn.Module)
+    twin = zoo.build("m", registry=[path])
+    twin.load_state_dict(model.state_dict())
+    assert torch.equal(twin(x, y), model(x, y))
+    assert torch.equal(copy.deepcopy(model)(x, y), model(x, y))
+
+
+def test_4_the_generated_code_names_what_would_clash_otherwise(write_toml: Callable[..., Path]) -> None:
+    model = zoo.build("m", registry=[write_toml(_every_name_entry("parameters"))])
+    code = model.code
+    assert "def forward(self, _self, _class):" in code
+    assert "self._training(" in code and "self._parameters_(" not in code and "self._forward" in code
+    assert "self.self" not in code and " self = " not in code
+
+
+def test_4_a_model_with_such_names_saves_loads_and_compiles(tmp_path: Path, write_toml: Callable[..., Path]) -> None:
+    model = zoo.build("m", registry=[write_toml(_every_name_entry("parameters"))])
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    loaded = zoo.load(zoo.save(model, tmp_path / "saved"))
+    assert torch.equal(loaded(x, y), model.eval()(x, y))
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    assert torch.allclose(compiled(x, y), model(x, y))
+
+
+def test_4_a_chain_takes_the_same_names(write_toml: Callable[..., Path]) -> None:
+    path = write_toml(
+        "[c]\ninput = [2, 3]\n[c.layers]\n"
+        'forward = { type = "Linear", in_features = 3, out_features = 3 }\ntraining = "ReLU"\ntype = "Identity"\n'
+    )
+    model = zoo.build("c", registry=[path])
+    assert isinstance(model, torch.nn.Sequential) and list(model.state_dict()) == ["forward.weight", "forward.bias"]
+    model.eval()
+    assert model.training is False and str(model).startswith("Sequential(")
+    assert model(torch.ones(2, 3)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            '[m]\ntype = "ModuleDict"\nlayers = { ok = "ReLU", forward = "ReLU" }\n',
+            ":3: m -> layers.forward: 'forward' cannot name a child of ModuleDict: ModuleDict registers",
+        ),
+        (
+            '[m]\ntype = "MySequential"\n[m.layers]\nok = "ReLU"\neval = "ReLU"\n',
+            ":5: m -> layers.eval: 'eval' cannot name a child of MySequential",
+        ),
+        (
+            '[m]\ninput = [2, 3]\n[m.layers]\ninner = { type = "t", in = { class = "x" } }\n\n'
+            '[t]\ninputs = ["class"]\nlayers = { a = { op = "relu", in = "class" } }\n',
+            ":4: m -> layers.inner: `in` or `call` passes 'class' by name, which no Python call can",
+        ),
+        (
+            '[m]\ninput = [2, 3]\n[m.layers]\ninner = { type = "Linear", in_features = 3, out_features = 3, '
+            'in = { self = "x" } }\n',
+            ":4: m -> layers.inner: `in` or `call` passes 'self' by name",
+        ),
+    ],
+    ids=["module_dict", "my_sequential", "keyword_by_name", "self_by_name"],
+)
+def test_5_a_name_that_truly_cannot_be_used_is_refused_at_file_and_line(
+    body: str, message: str, capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(body)
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}{message}" in err, err
+
+
+def test_5_keywords_and_self_as_inputs_work_by_position(write_toml: Callable[..., Path]) -> None:
+    path = write_toml(
+        '[m]\ninputs = ["self", "class", "lambda"]\n[m.layers]\n'
+        'a = { op = "add", in = ["self", "class"] }\nb = { op = "mul", in = ["a", "lambda"] }\n'
+    )
+    model = zoo.build("m", registry=[path])
+    assert torch.equal(model(torch.ones(2), torch.ones(2), torch.full((2,), 3.0)), torch.full((2,), 6.0))

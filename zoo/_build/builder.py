@@ -14,6 +14,7 @@ from torch import nn
 from zoo._build import initrules
 from zoo._build.graph import compile_graph
 from zoo._errors import BuildError
+from zoo._language import names
 from zoo._language.declarations import Entry, parse_declaration
 from zoo._language.registry import USER, Origin, Provider, Registry
 from zoo._language.resolve import Block, Graph, Init, Resolved, Use, declaration, resolve, too_deep
@@ -126,7 +127,10 @@ class _Constructor:
         children = [self.module(child) for child in tree.children or ()]
         args: tuple[Any, ...] = ()
         if tree.child_names is not None:
-            args = (OrderedDict(zip(tree.child_names, children, strict=True)),)
+            named = OrderedDict(zip(tree.child_names, children, strict=True))
+            if factory is nn.Sequential and any(names.shadows(n, nn.Sequential) for n in named):
+                return names.DeclaredSequential(named)  # `forward`, `training`: names Sequential itself would refuse
+            args = (named,)
         elif tree.children is not None:
             args = tuple(children) if children_style(factory) == "varargs" else (children,)
         kwargs = {key: self.value(value) for key, value in tree.kwargs.items()}

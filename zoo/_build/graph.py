@@ -3,7 +3,9 @@
 Forward is straight-line code that torch.fx generates from the graph (`print(model.code)`),
 so a declared ResNet block runs like a hand-written one and works with torch.compile and
 torch.export. Children keep their declared names and order: the state-dict keys are exactly
-the declaration's.
+the declaration's, whatever attributes they shadow (names.py): a child or parameter named
+`forward`, `self` or `type` is kept in the module's dicts alone, and the generated code reaches
+it through a property under a name that shadows nothing (`self.forward_(x)`).
 """
 
 from __future__ import annotations
@@ -11,45 +13,60 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 from torch import fx, nn
 
+from zoo._build import devices
 from zoo._errors import BuildError
+from zoo._language import names
 from zoo._language.declarations import Ref
 from zoo._language.resolve import Graph, Resolved
 
 
-class DataflowModule(fx.GraphModule):
-    """A GraphModule that keeps its children in declared order and its extra attributes on copy."""
+class DataflowModule(names.DeclaredParts, fx.GraphModule):
+    """A GraphModule that keeps its children in declared order and its extra attributes on copy.
+
+    Its parts may be named like its attributes (names.DeclaredParts), and its errors are raised as
+    they are: fx's own call wrapper, which prints the generated code's traceback to stderr first,
+    is taken off.
+    """
 
     def __deepcopy__(self, memo: dict[int, Any]) -> DataflowModule:
         # fx's own deepcopy rebuilds the module from the graph, which reorders the children and drops
         # attributes such as zoo_info; copying the instance dict keeps both.
-        # A subclass of this instance's own class: it inherits the generated forward, and a later
-        # recompile of the clone changes the clone alone.
+        # A subclass of this instance's own class: it inherits the generated forward (and the properties
+        # behind code names), and a later recompile of the clone changes the clone alone.
         impl = type(type(self).__name__, (type(self),), {})
         clone: DataflowModule = nn.Module.__new__(impl)
         memo[id(self)] = clone
         clone.__dict__ = copy.deepcopy(self.__dict__, memo)
         return clone
 
+    def recompile(self) -> Any:
+        code = super().recompile()
+        # fx wraps the class's __call__ to print the generated code's traceback on any error; zoo reports
+        # errors in one line at the declaration's file:line instead (check, the CLI), so nn.Module's call.
+        if "__call__" in vars(type(self)):
+            delattr(type(self), "__call__")
+        return code
+
 
 def compile_graph(tree: Graph, build: Callable[[Resolved], nn.Module]) -> nn.Module:
     """The module for `tree`; `build` makes each child module."""
-    root = nn.Module()
-    for step in tree.steps:
-        if step.block is not None:
-            root.add_module(step.name, build(step.block))
-    for name, shape in tree.params.items():
-        root.register_parameter(name, nn.Parameter(torch.zeros(shape)))
-    for alias, target in tree.tie.items():
-        _tie(root, alias, target, tree.where)
+    children = {step.name: build(step.block) for step in tree.steps if step.block is not None}
+    params = {name: _parameter(tree, name, shape) for name, shape in tree.params.items()}
+    # The names the generated code uses: the declared ones where they clash with nothing.
+    declared = [*tree.inputs, *children, *params]
+    code: dict[str, str] = {}
+    for name in declared:
+        code[name] = names.code_name(name, DataflowModule, [*declared, *code.values()])
 
     graph = fx.Graph()
-    values: dict[str, fx.Node] = {name: graph.placeholder(name) for name in tree.inputs}
-    values.update({name: graph.get_attr(name) for name in tree.params})
+    values: dict[str, fx.Node] = {name: graph.placeholder(code[name]) for name in tree.inputs}
+    values.update({name: graph.get_attr(code[name]) for name in params})
 
     def value(ref: Ref) -> fx.Node:
         node = values[ref.name]
@@ -62,24 +79,41 @@ def compile_graph(tree: Graph, build: Callable[[Resolved], nn.Module]) -> nn.Mod
         if step.fn is not None:
             values[step.name] = graph.call_function(step.fn, args, {**step.op_kwargs, **kwargs})
         else:
-            values[step.name] = graph.call_module(step.name, args, kwargs)
+            values[step.name] = graph.call_module(code[step.name], args, kwargs)
     graph.output(value(tree.out) if isinstance(tree.out, Ref) else tuple(value(r) for r in tree.out))
-    module = DataflowModule(root, graph, class_name=tree.name)
-    # Declared order, and the very modules built (fx copies attributes in the order of first use).
+    module = DataflowModule({code[n]: part for n, part in {**children, **params}.items()}, graph, tree.name)
+    # The declared names, in declared order, and the very modules built: fx registered them under their
+    # code names, in the order of first use.
     module._modules.clear()
-    module._modules.update(root._modules)
+    module._modules.update(children)
     module._parameters.clear()
-    module._parameters.update(root._parameters)
+    module._parameters.update(params)
+    impl = type(module)  # fx makes one class per instance: the code names live there
+    for name in (*children, *params):
+        if code[name] != name:
+            setattr(impl, code[name], property(partial(_part, name=name)))
+    for alias, target in tree.tie.items():
+        _tie(module, alias, target, tree.where)
     return module
+
+
+def _part(module: nn.Module, name: str) -> Any:
+    """The child or parameter declared as `name`, for the property that generated code reads instead."""
+    return module._modules[name] if name in module._modules else module._parameters[name]
+
+
+def _parameter(tree: Graph, name: str, shape: tuple[int, ...]) -> nn.Parameter:
+    """A bare parameter, zeros until an init rule sets it; refused before allocating when it cannot fit."""
+    dtype, device = torch.get_default_dtype(), torch.get_default_device()
+    devices.check_allocation(tuple(shape), dtype, device, f"{tree.where} -> params.{name}")
+    return nn.Parameter(torch.zeros(shape))
 
 
 def _tie(root: nn.Module, alias: str, target: str, where: str) -> None:
     """`alias` becomes the very Parameter at `target` (transformers' tied embeddings)."""
     try:
-        param = root.get_parameter(target)
-        owner_path, _, name = alias.rpartition(".")
-        owner = root.get_submodule(owner_path)
-        old = owner.get_parameter(name)
+        param = names.parameter(root, target)
+        old = names.parameter(root, alias)
     except AttributeError as err:
         raise BuildError(f"{where} -> tie: '{alias}' = '{target}': {err}") from None
     if old.shape != param.shape:
@@ -87,4 +121,5 @@ def _tie(root: nn.Module, alias: str, target: str, where: str) -> None:
             f"{where} -> tie: '{alias}' has shape {tuple(old.shape)} but '{target}' has {tuple(param.shape)}; "
             "tied parameters must have the same shape."
         )
-    setattr(owner, name, param)
+    owner_path, _, name = alias.rpartition(".")
+    names.submodule(root, owner_path)._parameters[name] = param

@@ -63,7 +63,7 @@ def apply(module: nn.Module, rules: Iterable[BoundRule]) -> None:
         for index, rule in enumerate(rules):
             if rule.selects(name, owner):
                 used[index] = True
-                param = getattr(owner, param_name)
+                param = owner._parameters[param_name]  # not getattr: a parameter may be named `forward`
                 if isinstance(param, UninitializedParameter):
                     check_rule(rule, name, None)  # what can be known before the shape: arguments and their types
                     _defer(owner, param_name, rule)
@@ -105,10 +105,12 @@ def run_deferred(module: nn.Module) -> None:
         pending = owner.__dict__.get(_DEFERRED)
         if not pending:
             continue
-        if any(isinstance(getattr(owner, name), UninitializedParameter) for name, _ in pending):
+        if any(isinstance(owner._parameters[name], UninitializedParameter) for name, _ in pending):
             continue
         for name, rule in pending:
-            _run(rule, name, getattr(owner, name))
+            param = owner._parameters[name]
+            assert param is not None  # a pending rule's parameter is registered
+            _run(rule, name, param)
         del owner.__dict__[_DEFERRED]
         owner.__dict__.pop("_zoo_deferred_handle").remove()
 

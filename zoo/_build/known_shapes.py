@@ -30,6 +30,7 @@ from zoo._build.lazy import (
     place,
 )
 from zoo._build.shape_pass import rng_kept, twin_of
+from zoo._language import names
 from zoo._errors import NotMaterializedError, WeightsError, did_you_mean, listing
 from zoo._plugins.blocks import LazyMyLinear
 
@@ -175,7 +176,7 @@ def materialize_from_shapes(
         )
     plans = []  # every layer checked before any is changed
     for first, local in found.items():
-        layer = model.get_submodule(first)
+        layer = names.submodule(model, first)
         attrs = _attrs_for(model, first, layer, local) if isinstance(layer, LazyModuleMixin) else {}
         plans.append(_Plan(layer, local, attrs))
     place(model, target, dtype)
@@ -189,7 +190,7 @@ def _layer_shapes(
     model: nn.Module, first: str, paths: list[str], shapes: Mapping[str, Sequence[int]], missing: list[str]
 ) -> dict[str, tuple[int, ...]]:
     """The shapes given for one layer's lazy tensors, by local name; absent keys go to `missing`."""
-    layer = model.get_submodule(first)
+    layer = names.submodule(model, first)
     local: dict[str, tuple[int, ...]] = {}
     for name, tensor in {**layer._parameters, **layer._buffers}.items():
         if not is_pending(tensor):

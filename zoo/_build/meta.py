@@ -11,6 +11,8 @@ from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 from torch.utils._device import DeviceContext
 
+from zoo._language import names
+
 # What a constructor calls to draw initial values. On meta tensors they compute nothing, yet each
 # costs ~0.1 ms of Python (random ops reach meta through decompositions): for a load that
 # replaces every value anyway, that was most of building the model.
@@ -95,7 +97,7 @@ def fill_buffers(
     missing = []
     for key in keys:
         prefix, _, name = key.rpartition(".")
-        owner = model.get_submodule(prefix)
+        owner = names.submodule(model, prefix)  # a child may be named like an attribute (`forward`)
         value, current = computed.get(key), owner._buffers[name]
         if value is None or current is None or isinstance(value, UninitializedBuffer) or value.shape != current.shape:
             if not hasattr(owner, "reset_parameters"):

@@ -31,6 +31,7 @@ from zoo._language.declarations import (
 )
 from zoo._language.expressions import Expr, names_in
 from zoo._language.keymap import KeyMap
+from zoo._language.names import is_argument_name, refusal
 from zoo._language.registry import Provider, Registry
 from zoo._language.signatures import UNRESOLVED, check_call, check_init_kwargs, check_op_call
 
@@ -404,6 +405,8 @@ class _Resolver:
             if node.graph:
                 return self.graph(node, scope, shared, graph_name)
             names, children = self.children(node, scope)
+            if node.layer_names is not None and provider.factory is not nn.Sequential:  # zoo fills a Sequential
+                self.attribute_names(node, provider, type_name, names)
             if calls_children(provider):
                 for kid in children:
                     self.callable_child(kid)
@@ -607,6 +610,16 @@ class _Resolver:
                 )
             )
 
+    def attribute_names(self, node: Node, provider: Provider, type_name: str, names: list[str]) -> None:
+        """A Python block that registers its children as attributes cannot take a name it has as one."""
+        declared = {label: child.loc for label, child in zip(node.layer_names or (), node.layers or (), strict=True)}
+        for name in names:
+            problem = refusal(name, provider.factory, type_name) if isinstance(provider.factory, type) else None
+            if problem:
+                self.errors.append(
+                    SpecError(f"{declared.get(name, node.loc)}: {node.path} -> layers.{name}: {problem}")
+                )
+
     def unique(self, node: Node, names: list[str]) -> None:
         seen: set[str] = set()
         for name in names:
@@ -675,6 +688,14 @@ class _Resolver:
                 call = evaluate(wiring.call if wiring else {}, inner, f"{where} -> call")
             except ZooError as err:
                 raise self.fail(err) from None
+            spoken = [k for k in (*kwargs, *call) if not is_argument_name(k)]
+            if spoken and not (isinstance(child, Node) and child.op is not None):
+                raise self.fail(
+                    SpecError(
+                        f"{where}: `in` or `call` passes '{spoken[0]}' by name, which no Python call can (it is a "
+                        "keyword, or `self`); pass the value by position: in = [...] in the order of the inputs."
+                    )
+                )
             if not splice:
                 block: Resolved | None = self.container(child, inner, scope)
                 op = fn = None
