@@ -392,3 +392,131 @@ def test_5_keywords_and_self_as_inputs_work_by_position(write_toml: Callable[...
     )
     model = zoo.build("m", registry=[path])
     assert torch.equal(model(torch.ones(2), torch.ones(2), torch.full((2,), 3.0)), torch.full((2,), 6.0))
+
+
+# --- 6. parameters larger than the machine ---------------------------------------------------------------
+
+HUGE = '[m]\ninput = [2, 3]\nparams = { w = [100000, 100000, 1000] }\n[m.layers]\na = { op = "identity", in = "x" }\n'
+
+
+def test_6_a_parameter_no_memory_here_can_hold_is_refused_by_check_and_by_build_before_allocating(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(HUGE)
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}:1: m -> params.w: a tensor of shape (100000, 100000, 1000)" in err
+    assert "40,000,000,000,000 bytes (36.4 TiB), more than this machine's memory" in err
+    code, _, err = run(capsys, "build", "m", "--registry", str(path))
+    assert code == 2 and f"{path}:1: m -> params.w of shape (100000, 100000, 1000)" in err
+    assert "needs 40,000,000,000,000 bytes" in err and "free" in err
+
+
+def test_6_on_the_meta_device_any_size_builds(write_toml: Callable[..., Path]) -> None:
+    with torch.device("meta"):
+        model = zoo.build("m", registry=[write_toml(HUGE)])
+    assert model.get_parameter("w").shape == (100000, 100000, 1000)
+
+
+# --- 7. an error inside fx's generated code ------------------------------------------------------------------
+
+CHUNKS = (
+    '[m]\ninput = [2, 4]\n[m.layers]\ns = { op = "chunk", chunks = 2, dim = 1 }\nt = { op = "identity", in = "s[5]" }\n'
+)
+
+
+def test_7_an_item_out_of_range_is_caught_at_check_with_its_line(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(CHUNKS)
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2
+    assert f"{path}:5: m -> layers.t: with the declared input [2, 4], 's[5]' picks item 5 of 's', which gives 2" in err
+
+
+def test_7_fx_never_prints_its_own_traceback(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(CHUNKS)
+    code, out, err = run(capsys, "build", "m", "--registry", str(path))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "generated forward" not in err + out and "FX" not in err + out
+    model = zoo.build("m", registry=[path], input_shape=None)
+    with pytest.raises(IndexError):  # the model's own error, raised as it is
+        model(torch.zeros(2, 4))
+    assert "generated forward" not in capsys.readouterr().err
+
+
+def test_7_an_op_that_fails_is_named_at_its_own_line(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(
+        '[m]\ninput = [2, 4]\n[m.layers]\na = { type = "Linear", in_features = 4, out_features = 3, in = "x" }\n'
+        'b = { op = "cat", in = ["a", "x"], dim = 0 }\n'
+    )
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}:5: m -> layers.b: with the declared input [2, 4], op 'cat' got (2, 3), (2, 4)" in err
+
+
+# --- 9 and 10. what build refuses, check refuses -----------------------------------------------------------------
+
+TWO_LINEARS = (
+    '[m]\ninput = [2, 4]\ntie = {{ {tie} }}\n[m.layers]\na = {{ type = "Linear", in_features = 4, out_features = 4 }}\n'
+    'bn = {{ type = "BatchNorm1d", num_features = 4 }}\n'
+    'b = {{ type = "Linear", in_features = 4, out_features = {out}, in = "x" }}\n'
+)
+
+
+@pytest.mark.parametrize(
+    "tie, out, message",
+    [
+        ('"a.weight" = "b.weight"', 8, "'a.weight' has shape (4, 4) but 'b.weight' has (8, 4)"),
+        ('"a.__class__" = "b.weight"', 4, "Linear has no parameter `__class__`"),
+        ('"a.weight" = "bn.running_mean"', 4, "`bn.running_mean` is a buffer, not a parameter"),
+        ('"a.bias" = "bn.weight"', 4, None),  # a tie that fits: no problem
+    ],
+    ids=["shapes", "attribute", "buffer", "fits"],
+)
+def test_9_ties_that_build_refuses_check_refuses(
+    tie: str, out: int, message: str | None, capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(TWO_LINEARS.format(tie=tie, out=out))
+    code, _, err = run(capsys, "check", str(path))
+    if message is None:
+        assert code == 0, err
+        model = zoo.build("m", registry=[path])
+        assert model._modules["a"].bias is model._modules["bn"].weight
+        return
+    assert code == 2 and f"{path}:1: m -> tie:" in err and message in err, err
+    with pytest.raises(ZooError, match=re.escape(message)):
+        zoo.build("m", registry=[path])
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ('{ type = "Linear", in_features = 4, out_features = "${-5}" }', "negative dimension -5"),
+        ('{ type = "Conv1d", in_channels = 4, out_channels = 4, kernel_size = 1, groups = 3 }', "divisible by groups"),
+        ('{ type = "Dropout", p = 1.5 }', "dropout probability has to be between 0 and 1"),
+    ],
+    ids=["negative", "groups", "probability"],
+)
+def test_10_constructor_argument_checks_run_at_check_on_meta(
+    layer: str, message: str, capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(f"[m]\ninput = [2, 4, 3]\nlayers = [{layer}]\n")
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}:3: m -> layers[0]:" in err and message in err, err
+
+
+def test_check_takes_files_as_arguments_and_as_registry_options(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    good = write_toml('[ok]\ninput = [2, 3]\nlayers = [{ type = "Linear", in_features = 3, out_features = 2 }]\n')
+    bad = write_toml(CHUNKS)
+    assert run(capsys, "check", str(good))[:2] == (0, "ok: 1 entries checked, no problems\n")
+    assert run(capsys, "check", "--registry", str(good))[:2] == (0, "ok: 1 entries checked, no problems\n")
+    code, _, err = run(capsys, "check", str(good), "--registry", str(bad))
+    assert code == 2 and "1 problem(s) in 2 entries" in err
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--help"])
+    assert "What check passes, zoo build builds" in " ".join(capsys.readouterr().out.split())

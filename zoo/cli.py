@@ -131,11 +131,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from zoo._build import builder, check
     from zoo._language.registry import USER
 
-    reg = builder.registry_for(list(args.files) or None)
+    files = [*args.files, *(args.registry or ())]  # `zoo check FILE` and `--registry FILE`, as show and build take it
+    reg = builder.registry_for(files or None)
     advice: list[str] = []
-    errors = check.check_registry(reg, origins={USER} if args.files else None, warnings=advice)
+    errors = check.check_registry(reg, origins={USER} if files else None, warnings=advice)
     checked = [n for n in reg.names() if any(p.entry is not None for p in reg.providers(n))]
-    if args.files:
+    if files:
         checked = [n for n in checked if any(p.origin.dist == USER for p in reg.providers(n))]
     for line in advice:
         print(f"warning: {line}", file=sys.stderr)
@@ -385,8 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random input")
     with_registry(p)
 
-    p = command("check", cmd_check, "Check registry files (default: everything installed) without building.")
-    p.add_argument("files", nargs="*", metavar="FILE")
+    p = command(
+        "check",
+        cmd_check,
+        "Check registry files (default: everything installed) without building: each entry is resolved, "
+        "constructed on the meta device (no memory) and run on its declared `input` there. What check passes, "
+        "zoo build builds: an entry with an `input` that zoo build would refuse, zoo check refuses.",
+    )
+    p.add_argument("files", nargs="*", metavar="FILE", help="registry TOML files to check (their entries only)")
+    with_registry(p)
 
     command("plugins", cmd_plugins, "List installed plugins: version, what they provide, load time, status.")
 

@@ -1,23 +1,33 @@
-"""`zoo check`: every declaration resolved, and run on its declared input on the meta device.
+"""`zoo check`: every declaration resolved, built on the meta device, and run on its declared input there.
 
-Resolving (zoo._language.resolve) finds every problem knowable from the text and the blocks' signatures;
-a declared `input` is then pushed through a model built on the meta device, so a Linear(20, 30)
-followed by a Linear(31, 5) is reported with both layers' file:line, at no cost in memory.
+The promise: an entry with a declared `input` that `zoo check` passes is built by `zoo build`.
+So check does what the build does, at no cost in memory:
+
+1. resolve (zoo.resolve): every problem knowable from the text and the blocks' signatures;
+2. construct the tree on the meta device, which runs each constructor's own argument checks
+   (`Linear(4, -5)`), the ties (shapes, a target that is a buffer), and every init rule on the
+   shapes of the parameters it matches; a tensor larger than this machine's memory is refused;
+3. push the declared `input` through the meta model: a Linear(20, 30) before a Linear(31, 5)
+   is reported with both layers' file:line, an op or a tuple item with its own.
+
+A block that cannot run on meta at all (a loop on a tensor's value) cannot be judged without
+data: it passes here and is checked by the real shape pass at build.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from functools import partial
+import functools
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from zoo._build import builder, initrules
-from zoo._errors import CycleError, ShapeError, ZooError, meta_limit
+from zoo._build import builder, devices, lazy
+from zoo._build.graph import DataflowModule, StepError, run_steps
+from zoo._errors import BuildError, CycleError, DeviceError, ShapeError, ZooError, meta_limit
 from zoo._language.registry import Provider, Registry
-from zoo._language.resolve import Resolution, resolve
+from zoo._language.resolve import Graph, Resolution, graphs, resolve, too_deep
 
 
 def check_registry(
@@ -25,8 +35,7 @@ def check_registry(
 ) -> list[ZooError]:
     """Check every declared entry (only those from `origins`, when given) and every clash.
 
-    Entries that declare an `input` are also run on it on the meta device. Advice that is not an
-    error (an argument declared but never used) is appended to `warnings`.
+    Advice that is not an error (an argument declared but never used) is appended to `warnings`.
     """
     errors: list[ZooError] = []
     for name in registry.names():
@@ -42,18 +51,62 @@ def check_registry(
             continue
         resolution = resolve(registry, chosen, {}, name)
         errors.extend(resolution.errors)
-        if not resolution.errors and resolution.root is not None:  # init rules tried on their parameters' shapes (meta)
-            errors.extend(initrules.check_on_meta(partial(builder.construct, resolution.root)))
         if warnings is not None:
             warnings.extend(w for w in resolution.warnings if w not in warnings)
-        if not resolution.errors and resolution.input_shape is not None:
-            mismatch = check_input(resolution, name)
-            if mismatch is not None:
-                errors.append(mismatch)
+        if not resolution.errors:
+            errors.extend(check_resolved(resolution, chosen, name))
     unique: dict[str, ZooError] = {}  # a cycle a -> b -> a is found from a and from b: report it once
     for problem in errors:
         unique.setdefault(_cycle_key(problem), problem)
     return list(unique.values())
+
+
+def check_resolved(resolution: Resolution, provider: Provider, name: str) -> list[ZooError]:
+    """Steps 2 and 3 of the module docstring for a resolution without errors."""
+    assert resolution.root is not None
+    made: dict[int, nn.Module] = {}  # tree node → its module, to run dataflow blocks step by step
+    try:
+        with torch.device("meta"):
+            model = builder.construct(resolution.root, made)
+    except RecursionError:  # building takes a few more frames per level than resolving
+        return [too_deep(provider)]
+    except BuildError as err:
+        return [] if meta_limit(err.__cause__ or err) else [err]  # a constructor that needs real tensors: build says
+    except ZooError as err:  # an init rule that cannot run on its parameter's shape
+        return [err]
+    problems: list[ZooError] = [*_too_large(model, name)]
+    if resolution.input_shape is not None and not problems:
+        dtype = getattr(torch, resolution.input_dtype) if resolution.input_dtype else None
+        with torch.device("meta"):
+            x = torch.empty(resolution.input_shape, dtype=dtype)
+        mismatch = run_on_meta(model, x, name, {id(made[id(g)]): g for g in graphs(resolution.root)})
+        if mismatch is not None:
+            problems.append(mismatch)
+    return problems
+
+
+def _too_large(model: nn.Module, name: str) -> Iterator[DeviceError]:
+    """Every tensor no memory here can hold (zoo build allocates on the CPU): said before anything allocates."""
+    total = devices.host_memory()[0]
+    if total is None:
+        return
+    owners = {id(t): (path, module) for path, module in model.named_modules() for t in module._parameters.values()}
+    owners.update({id(t): (path, module) for path, module in model.named_modules() for t in module._buffers.values()})
+    seen: set[int] = set()
+    for key, tensor in (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)):
+        if id(tensor) in seen or lazy.is_pending(tensor):
+            continue
+        seen.add(id(tensor))
+        needed = tensor.numel() * tensor.element_size()
+        if needed > total:
+            path, owner = owners.get(id(tensor), ("", model))
+            local = key[len(path) + 1 :] if path else key
+            local = f"params.{local}" if isinstance(owner, DataflowModule) and local in owner._parameters else local
+            yield DeviceError(
+                f"{_where(owner, path, name)} -> {local}: a tensor of shape {tuple(tensor.shape)} ({tensor.dtype}) "
+                f"needs {needed:,} bytes ({devices.human_bytes(needed)}), more than this machine's memory "
+                f"({devices.human_bytes(total)}) in all, so zoo build cannot allocate it; use a smaller shape"
+            )
 
 
 def _cycle_key(err: ZooError) -> str:
@@ -63,25 +116,14 @@ def _cycle_key(err: ZooError) -> str:
     return "cycle:" + ",".join(sorted(chain))
 
 
-def check_input(resolution: Resolution, name: str) -> ShapeError | None:
-    """Run the declared input through the model built on the meta device; None when it fits.
+def run_on_meta(
+    model: nn.Module, x: torch.Tensor, name: str, graphs: dict[int, Graph] | None = None
+) -> ShapeError | None:
+    """One watched forward on meta tensors; a shape mismatch names the layer and the one before it.
 
-    A block that cannot run on meta at all (a loop on a tensor's value) cannot be judged
-    without data, so it passes here and is checked by the real shape pass at build.
+    `graphs` maps dataflow modules (by id) to their trees: those run step by step, so a failing op or
+    a missing tuple item is named at its own line.
     """
-    assert resolution.root is not None and resolution.input_shape is not None
-    with torch.device("meta"):
-        try:
-            model = builder.construct(resolution.root)
-        except (ZooError, RecursionError):
-            return None  # a constructor that cannot run on meta: the real build reports it
-        dtype = getattr(torch, resolution.input_dtype) if resolution.input_dtype else None
-        x = torch.empty(resolution.input_shape, dtype=dtype)
-    return run_on_meta(model, x, name)
-
-
-def run_on_meta(model: nn.Module, x: torch.Tensor, name: str) -> ShapeError | None:
-    """One watched forward on meta tensors; a shape mismatch names the layer and the one before it."""
     running: list[tuple[str, nn.Module, str]] = []
     done: list[tuple[str, nn.Module, str]] = []
     handles = []
@@ -97,17 +139,26 @@ def run_on_meta(model: nn.Module, x: torch.Tensor, name: str) -> ShapeError | No
 
         handles.append(module.register_forward_pre_hook(enter))
         handles.append(module.register_forward_hook(leave))
+    stepped = [m for m in model.modules() if id(m) in (graphs or {})]
+    for module in stepped:
+        assert graphs is not None
+        module.__dict__["forward"] = functools.partial(_stepwise, graphs[id(module)], module)
     try:
         with torch.no_grad():
             model(x)
         return None
+    except StepError as err:  # an op or an item of a dataflow block: its own line says it
+        cause = err.__cause__ if isinstance(err.__cause__, Exception) else err
+        if meta_limit(cause):
+            return None
+        return ShapeError(f"{err.where}: with the declared input {list(x.shape)}, {err.message}")
     except Exception as err:  # a user's declaration failing inside torch: reported, never raised raw
         if meta_limit(err):
             return None
         failed, module, inputs = running[-1] if running else ("", model, _shapes((x,)))
         message = (
             f"{_where(module, failed, name)}: with the declared input {list(x.shape)}, {type(module).__name__} "
-            f"got {inputs} and raised: {str(err).splitlines()[0]}"
+            f"got {inputs} and raised: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
         )
         if done:
             before, previous, shape = done[-1]
@@ -116,6 +167,12 @@ def run_on_meta(model: nn.Module, x: torch.Tensor, name: str) -> ShapeError | No
     finally:
         for handle in handles:
             handle.remove()
+        for module in stepped:
+            module.__dict__.pop("forward", None)
+
+
+def _stepwise(graph: Graph, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    return run_steps(graph, module, args, kwargs)
 
 
 def _where(module: nn.Module, name: str, entry: str) -> str:

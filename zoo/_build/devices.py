@@ -159,7 +159,7 @@ def inventory() -> list[DeviceInfo]:
             total = int(torch.mps.recommended_max_memory())
             infos.append(DeviceInfo("mps", "Apple GPU (MPS)", total, total - int(torch.mps.driver_allocated_memory())))
         else:
-            host_total, host_free = _host_memory()
+            host_total, host_free = host_memory()
             infos.append(DeviceInfo("cpu", _cpu_name(), host_total, host_free))
     return infos
 
@@ -176,7 +176,7 @@ def check_allocation(shape: tuple[int, ...], dtype: torch.dtype, device: torch.d
     if device.type == "cuda":
         free: int | None = torch.cuda.mem_get_info(device)[0]
     elif device.type == "cpu":
-        free = _host_memory()[1]
+        free = host_memory()[1]
     else:
         return  # no way to ask: the allocator answers
     if free is not None and needed > free:
@@ -186,8 +186,9 @@ def check_allocation(shape: tuple[int, ...], dtype: torch.dtype, device: torch.d
         )
 
 
-def _host_memory() -> tuple[int | None, int | None]:
-    """Total and available host memory: /proc/meminfo on Linux, sysconf elsewhere."""
+def host_memory() -> tuple[int | None, int | None]:
+    """Total and available host memory in bytes (None where it cannot be told): /proc/meminfo on Linux, sysconf
+    elsewhere."""
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             fields = {k: int(v.split()[0]) * 1024 for k, _, v in (line.partition(":") for line in f) if v.strip()}

@@ -23,7 +23,7 @@ from zoo._build import devices
 from zoo._errors import BuildError
 from zoo._language import names
 from zoo._language.declarations import Ref
-from zoo._language.resolve import Graph, Resolved
+from zoo._language.resolve import Graph, Resolved, Step
 
 
 class DataflowModule(names.DeclaredParts, fx.GraphModule):
@@ -123,3 +123,77 @@ def _tie(root: nn.Module, alias: str, target: str, where: str) -> None:
         )
     owner_path, _, name = alias.rpartition(".")
     names.submodule(root, owner_path)._parameters[name] = param
+
+
+class StepError(Exception):
+    """A step of a dataflow block failed when run by `run_steps`: an op raised, or an item is not there.
+
+    `where` is the step's file:line and path, `message` says what happened (the op's error is the cause).
+    """
+
+    def __init__(self, where: str, message: str, step: Step | None = None) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+        self.step = step  # None: the block's `out`
+
+
+def run_steps(
+    tree: Graph,
+    module: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    seen: Callable[[Step, Any], None] | None = None,
+) -> Any:
+    """What the compiled forward of `tree` computes, one step at a time, for `zoo check` and the picture.
+
+    `seen` is told each step's output; an op that raises or an item that is not there (`qkv[5]` of a
+    pair) raises StepError naming the step, which the compiled code cannot.
+    """
+    values: dict[str, Any] = dict(zip(tree.inputs, args, strict=False))
+    values.update(kwargs)
+    values.update({name: module._parameters[name] for name in tree.params})
+
+    def value(ref: Ref, where: str, step: Step | None) -> Any:
+        got = values[ref.name]
+        if ref.item is None:
+            return got
+        if not isinstance(got, (tuple, list)):
+            raise StepError(where, f"'{ref}' picks an item of '{ref.name}', which gives one value, not a tuple.", step)
+        if not -len(got) <= ref.item < len(got):
+            raise StepError(
+                where,
+                f"'{ref}' picks item {ref.item} of '{ref.name}', which gives {len(got)} (items 0 to {len(got) - 1}).",
+                step,
+            )
+        return got[ref.item]
+
+    for step in tree.steps:
+        step_args = [value(r, step.where, step) for r in step.args]
+        step_kwargs = {k: value(r, step.where, step) for k, r in step.kwargs.items()}
+        step_kwargs.update(step.call)
+        fn = step.fn
+        if fn is not None:
+            try:
+                result = fn(*step_args, **{**step.op_kwargs, **step_kwargs})
+            except Exception as err:  # the op's own error, said at the step's line
+                taken = ", ".join(_shape(v) for v in (*step_args, *step_kwargs.values()))
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise StepError(step.where, f"op '{step.op}' got {taken} and raised: {reason}", step) from err
+        else:
+            child = module._modules[step.name]
+            assert child is not None  # compile_graph registered every child
+            result = child(*step_args, **step_kwargs)
+        values[step.name] = result
+        if seen is not None:
+            seen(step, result)
+    out = f"{tree.where} -> out"
+    return value(tree.out, out, None) if isinstance(tree.out, Ref) else tuple(value(r, out, None) for r in tree.out)
+
+
+def _shape(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return str(tuple(value.shape))
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_shape(v) for v in value) + ")"
+    return type(value).__name__

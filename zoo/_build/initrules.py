@@ -4,9 +4,9 @@ A rule that matches a lazy (uninitialised) parameter is deferred to the owning l
 right after that layer gets its shape, whether by zoo.materialize or torch's first forward.
 
 A rule that cannot run (xavier_uniform on a 1-D bias, std = -1, a missing argument) is a
-SpecError naming the rule's file:line. `zoo check` finds it without building: `check_on_meta`
-constructs the block on the meta device, where `apply` tries each rule on the parameter's real
-shape instead of running it (and on a small CPU copy, whose kernels also check values).
+SpecError naming the rule's file:line. `zoo check` finds it without building: it constructs the
+model on the meta device, where `apply` tries each rule on the parameter's real shape instead of
+running it (and on a small CPU copy, whose kernels also check values).
 """
 
 from __future__ import annotations
@@ -157,22 +157,6 @@ def check_rule(rule: BoundRule, param: str, shape: tuple[int, ...] | None, dtype
                 _try(rule, torch.empty(shape, dtype=dtype, device="cpu"))  # explicit: a meta default may be set
             except Exception as err:
                 raise _cannot(rule, param, f"{type(err).__name__}: {err}", shape) from None
-
-
-def check_on_meta(construct: Callable[[], nn.Module]) -> list[SpecError]:
-    """Construct a block on the meta device, which checks every `init` rule in it (see `apply`).
-
-    Returns the first rule that cannot run, as a one-item list; an empty list when all can,
-    or when the block itself cannot be constructed on meta (then its build says why).
-    """
-    try:
-        with torch.device("meta"):
-            construct()
-    except SpecError as err:
-        return [err]
-    except Exception:  # a block that needs real tensors to be built: its rules are checked at build
-        return []
-    return []
 
 
 def _run(rule: BoundRule, param: str, tensor: torch.Tensor) -> None:

@@ -981,3 +981,35 @@ def _plain(value: Any) -> Any:
     if type(value).__module__.startswith("torch"):  # torch.float16, torch.device("cpu")
         return str(value)
     return value
+
+
+def graphs(tree: Resolved) -> Iterator[Graph]:
+    """Every dataflow block in the tree, once (a shared one is one module)."""
+    return (node for node in _parts(tree) if isinstance(node, Graph))
+
+
+def _parts(tree: Resolved) -> Iterator[Block | Graph]:
+    seen: set[int] = set()
+
+    def walk(node: Resolved) -> Iterator[Block | Graph]:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, Use):
+            yield from walk(node.target)
+            return
+        for value in node.kwargs.values() if isinstance(node, Block) else ():
+            if isinstance(value, (Block, Graph, Use)):
+                yield from walk(value)
+        yield node
+        if isinstance(node, Block):
+            for child in node.children or ():
+                yield from walk(child)
+        else:
+            for step in node.steps:
+                if step.block is not None:
+                    yield from walk(step.block)
+        for shared in node.shared.values():
+            yield from walk(shared)
+
+    yield from walk(tree)

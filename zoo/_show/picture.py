@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from zoo._build import builder
+from zoo._build.graph import StepError, run_steps
 from zoo._build.lazy import check_shape
 from zoo._errors import ArgumentError, MissingDependencyError, ZooError, did_you_mean, meta_limit
 from zoo._files import fsio
 from zoo._language.declarations import Ref, parse_declaration
 from zoo._language.registry import USER, Origin, Provider, Registry
-from zoo._language.resolve import Block, Graph, Resolution, Resolved, Use, calls_children, resolve
+from zoo._language.resolve import Block, Graph, Resolution, Resolved, Step, Use, calls_children, graphs, resolve
 
 FORMATS = (".svg", ".png", ".dot")
 NODE_BUDGET = 40  # the default depth is the deepest whose picture has at most this many nodes (readable at a glance)
@@ -225,12 +226,12 @@ class _Shapes:
         shapes.input = shape_text(x)
         shapes.module_of = made
         shapes.path = {id(m): f"{n} ({type(m).__name__})" if n else type(m).__name__ for n, m in model.named_modules()}
-        graphs = _graphs(resolution.root)
+        dataflow = list(graphs(resolution.root))
         watched: list[Any] = []
         for module in {id(m): m for m in model.modules()}.values():
             watched.append(module.register_forward_pre_hook(shapes.enter))
             watched.append(module.register_forward_hook(shapes.leave))
-        for graph in graphs:
+        for graph in dataflow:
             # A dataflow block runs step by step here, so an op's output is seen as well as a child's.
             module = made[id(graph)]
             module.__dict__["forward"] = functools.partial(shapes.run_steps, graph, module)
@@ -240,6 +241,9 @@ class _Shapes:
         except Exception as err:  # the picture still shows the shapes found before the failure
             failed = shapes.running[-1] if shapes.running else "the model"
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if isinstance(err, StepError):
+                reason = err.message
+                err = err.__cause__ if isinstance(err.__cause__, Exception) else err
             if meta_limit(err):
                 shapes.note = f"shapes stop at {failed}, which cannot run on the meta device: {reason}"
             else:
@@ -247,7 +251,7 @@ class _Shapes:
         finally:
             for handle in watched:
                 handle.remove()
-            for graph in graphs:
+            for graph in dataflow:
                 made[id(graph)].__dict__.pop("forward", None)
         return shapes
 
@@ -260,28 +264,17 @@ class _Shapes:
 
     def run_steps(self, graph: Graph, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         """What the compiled forward of `graph` computes, recording each step's output."""
-        values: dict[str, Any] = dict(zip(graph.inputs, args, strict=False))
-        values.update(kwargs)
-        for name in graph.params:
-            values[name] = module.get_parameter(name)
-
-        def value(ref: Ref) -> Any:
-            return values[ref.name] if ref.item is None else values[ref.name][ref.item]
-
         at = self.path.get(id(module), "").split(" (")[0]
-        for step in graph.steps:
-            step_args = [value(r) for r in step.args]
-            step_kwargs = {k: value(r) for k, r in step.kwargs.items()}
-            step_kwargs.update(step.call)
-            if step.fn is not None:
-                self.running.append(f"{name_path(at, step.name)} (op {step.op})")
-                result = step.fn(*step_args, **{**step.op_kwargs, **step_kwargs})
-                self.running.pop()
-            else:
-                result = module.get_submodule(step.name)(*step_args, **step_kwargs)
-            values[step.name] = result
+
+        def seen(step: Step, result: Any) -> None:
             self.of_step[(id(graph), step.name)] = shape_text(result)
-        return value(graph.out) if isinstance(graph.out, Ref) else tuple(value(r) for r in graph.out)
+
+        try:
+            return run_steps(graph, module, args, kwargs, seen)
+        except StepError as err:  # an op's failure: name the op, as the hooks name a block
+            step = err.step
+            self.running.append(f"{name_path(at, step.name)} (op {step.op})" if step and step.op else at or "output")
+            raise
 
 
 def shape_text(value: Any) -> str:
@@ -292,33 +285,6 @@ def shape_text(value: Any) -> str:
         return ", ".join(shape_text(v) for v in value)
     logits = getattr(value, "logits", None)
     return shape_text(logits) if isinstance(logits, torch.Tensor) else type(value).__name__
-
-
-def _graphs(tree: Resolved) -> list[Graph]:
-    found: dict[int, Graph] = {}
-    for node in _walk(tree):
-        if isinstance(node, Graph):
-            found[id(node)] = node
-    return list(found.values())
-
-
-def _walk(tree: Resolved) -> Iterator[Resolved]:
-    yield tree
-    if isinstance(tree, Use):
-        yield from _walk(tree.target)
-    elif isinstance(tree, Block):
-        for child in tree.children or ():
-            yield from _walk(child)
-        for value in tree.kwargs.values():
-            if isinstance(value, (Block, Graph, Use)):
-                yield from _walk(value)
-    else:
-        for step in tree.steps:
-            if step.block is not None:
-                yield from _walk(step.block)
-    if not isinstance(tree, Use):
-        for shared in tree.shared.values():
-            yield from _walk(shared)
 
 
 # --- the diagram: what to draw ------------------------------------------------------------------
