@@ -520,3 +520,77 @@ def test_check_takes_files_as_arguments_and_as_registry_options(
     with pytest.raises(SystemExit):
         cli.main(["check", "--help"])
     assert "What check passes, zoo build builds" in " ".join(capsys.readouterr().out.split())
+
+
+# --- issue 18's other breaks: unknown keys, locations once, no cascades ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            '[m]\nparamz = { w = [4, 4] }\n[m.layers]\na = { op = "relu", in = "x" }\n',
+            ":2: m: `paramz` is no key of a dataflow block. Did you mean 'params'? A dataflow block takes: layers,",
+        ),
+        (
+            '[m]\n[m.layers]\na = { op = "relu", in = "x" }\n'
+            'b = { layers = [{ op = "relu" }], in = "a", whem = true }\n',
+            ":4: m -> layers.b: `whem` is no key of a dataflow block. Did you mean 'when'?",
+        ),
+        (
+            '[m]\nkwargs = { a = 1 }\n[m.layers]\na = { op = "relu", in = "x" }\n',
+            ":2: m: `kwargs` passes constructor arguments, and a dataflow block has no constructor",
+        ),
+        (
+            '[m]\ntype = "Linear"\nin_features = 4\nout_features = 4\nlayerz = ["ReLU"]\n',
+            ":5: m: Linear has no argument 'layerz'. Did you mean the language key `layers`?",
+        ),
+        (
+            '[m]\n[m.layers]\na = { op = "relu", in = "x", repaet = 2 }\n',
+            ":3: m -> layers.a: op 'relu' has no argument 'repaet'. Did you mean the language key `repeat`?",
+        ),
+    ],
+    ids=["dataflow_entry", "dataflow_child", "kwargs_of_a_graph", "typed_block", "op"],
+)
+def test_an_unknown_key_anywhere_is_an_error_with_the_nearest_known_key(
+    body: str, message: str, capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(body)
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}{message}" in err, err
+
+
+def test_the_known_keys_come_from_one_table() -> None:
+    from zoo._language import declarations
+
+    assert set(declarations.GRAPH_NODE_KEYS) == set(declarations.BLOCK_KEYS) - {"type", "kwargs"}
+    assert set(declarations.BLOCK_NODE_KEYS) == declarations.LANGUAGE_KEYS
+
+
+def test_each_location_is_printed_once(capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]) -> None:
+    path = write_toml('[m]\ninput = [2, 4]\n[m.layers]\na = { op = "relu", in = "x", bogus = 1 }\n')
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and err.count(f"{path}:4") == 1 and f"{path}:4: m -> layers.a: op 'relu' has no argument" in err
+
+
+def test_a_failed_child_does_not_cascade_into_false_errors(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(
+        "[m]\ninput = [2, 4]\n[m.layers]\n"
+        'conv = { type = "Linear", in_features = 4, out_features = 4, bias = "${nope}", in = "x" }\n'
+        'act = { op = "relu" }\n'  # takes conv's output without saying so
+        'b = { op = "add", in = ["conv", "x"] }\n'
+        'c = { op = "softmax", in = "b", dim = "x" }\n'  # its own mistake is still reported
+        'd = { op = "add", in = ["c", "nothere"] }\n'  # and so is a name that is truly not declared
+        '"e${nope}" = { op = "relu", in = "x" }\n'  # a name that cannot be known: what follows stays quiet
+        'f = { op = "relu", in = "e1" }\n'
+    )
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2
+    assert f"{path}:4: m -> layers.conv -> bias: '${{nope}}': 'nope' is not a declared argument" in err
+    assert f"{path}:7: m -> layers.c -> dim: op 'softmax' expects int" in err
+    assert f"{path}:8: m -> layers.d: `in` refers to 'nothere', which is no input" in err
+    assert f"{path}:9: m -> layers.e${{nope}} (its name): 'e${{nope}}'" in err
+    assert "'conv', which is no input" not in err and "'b', which" not in err and "'e1'" not in err
+    assert err.count("error:") == 4, err

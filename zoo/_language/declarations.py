@@ -34,7 +34,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from zoo._errors import RegistryFileError, SpecError, nearest
+from zoo._errors import RegistryFileError, SpecError, did_you_mean, nearest
 from zoo._language.expressions import Expr, has_template
 from zoo._language.expressions import parse as parse_expr
 
@@ -44,6 +44,13 @@ BLOCK_KEYS = ("type", "layers", "shared", "init", "kwargs", "inputs", "out", "pa
 CHILD_KEYS = ("in", "call", "op", "when", "repeat")  # how a parent wires and repeats a child
 LANGUAGE_KEYS = frozenset((*ENTRY_ONLY_KEYS, *BLOCK_KEYS, *CHILD_KEYS))
 DATAFLOW_KEYS = ("inputs", "out", "params", "tie")  # block keys that make a block a graph
+# Which language keys each kind of table takes, read by the unknown-key checks (a key added to the tuples
+# above lands here too). A block with a constructor passes any other key to it, so an unknown key is an
+# argument its signature refuses, said with the nearest language key; a dataflow block has no constructor,
+# so any other key is an error at its line.
+BLOCK_NODE_KEYS = tuple(sorted(LANGUAGE_KEYS))  # a block with a `type` (or a chain): hints for a refused argument
+OP_NODE_KEYS = (*CHILD_KEYS, "kwargs")  # an op node: hints for a refused argument
+GRAPH_NODE_KEYS = tuple(k for k in BLOCK_KEYS if k not in ("type", "kwargs"))  # a dataflow block: all it takes
 DEFAULT_INPUTS = ("x",)
 INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32")  # an example input's dtype
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")  # what a bare string in `layers` and `DIST:name` can say
@@ -352,6 +359,8 @@ class _Parser:
                 f"is declared by its `layers` alone; remove type = {body['type']!r}, or to pass a constructor "
                 f"argument named '{key}', write kwargs = {{ {key} = ... }}",
             )
+        if graph:
+            self.graph_keys(body, keys, path, as_child)
         type_ = body.get("type", "Sequential" if layers is not None else None)
         if isinstance(type_, str) and has_template(type_):
             type_ = parse_expr(type_, f"{self.loc(keys + ('type',))}: {path} -> type")
@@ -389,6 +398,19 @@ class _Parser:
             when=self.when(body, keys, path),
             repeat=self.repeat(body.get("repeat"), keys, path),
         )
+
+    def graph_keys(self, body: dict[str, Any], keys: tuple[Any, ...], path: str, as_child: bool) -> None:
+        """A dataflow block has no constructor: a key it does not take is a mistake, not an argument."""
+        takes = (*GRAPH_NODE_KEYS, *(CHILD_KEYS if as_child else ()))
+        for key in body:
+            if key not in takes and key not in ENTRY_ONLY_KEYS:  # entry keys are checked (and taken) by entry()
+                hint = did_you_mean(key, takes)
+                what = (
+                    "`kwargs` passes constructor arguments, and a dataflow block has no constructor"
+                    if key == "kwargs"
+                    else f"`{key}` is no key of a dataflow block.{hint}"
+                )
+                raise self.fail(keys + (key,), path, f"{what} A dataflow block takes: {', '.join(takes)}.")
 
     def op_node(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Node:
         op = body["op"]

@@ -198,6 +198,11 @@ class _Broken(Exception):
     """A part that could not be resolved; its error is already in the list."""
 
 
+# The value of a dataflow step that failed to resolve: what takes it fails quietly, since the step's own
+# error is in the list already, and "'conv' is no earlier child" about a declared conv would be false.
+_BROKEN = Ref("<broken>")
+
+
 class _OverBudget(Exception):
     """The entry expands past the budget: resolution stops at once, with one error."""
 
@@ -292,6 +297,7 @@ class _Resolver:
         self.entries: tuple[str, ...] = ()  # entries being resolved, for cycles
         self.shared: list[dict[str, Resolved | None]] = []  # `shared` scopes, innermost last
         self.values: Mapping[str, Ref] = {}  # the values of the dataflow block being resolved, for hints
+        self.unnamed_broken = False  # a step of that block whose names are unknown (an expression) failed
 
     def fail(self, err: ZooError) -> _Broken:
         self.errors.append(err)
@@ -650,13 +656,18 @@ class _Resolver:
         previous = Ref(node.inputs[0])
         steps: list[Step] = []
         outer, self.values = self.values, known
+        outer_unnamed, self.unnamed_broken = self.unnamed_broken, False
         for index, child in enumerate(node.layers or ()):
             label = node.layer_names[index] if node.layer_names is not None else None
             try:
                 previous = self.step(node, child, label, scope, known, steps, previous)
             except _Broken:
-                continue
-        self.values = outer
+                if isinstance(label, str):
+                    known.setdefault(label, _BROKEN)
+                else:
+                    self.unnamed_broken = True
+                previous = _BROKEN
+        self.values, self.unnamed_broken = outer, outer_unnamed
         out = self.out(node, known, previous)
         self.check_inplace(steps, out, node)
         graph = Graph(
@@ -708,7 +719,8 @@ class _Resolver:
                 if any(v is UNRESOLVED for v in op_kwargs.values()):
                     raise _Broken()
                 before = len(self.errors)
-                check_op_call(self.errors, op, fn, len(args), {**op_kwargs, **kwargs, **call}, where, child.key_locs)
+                given = {**op_kwargs, **kwargs, **call}
+                check_op_call(self.errors, op, fn, len(args), given, child.loc, child.path, child.key_locs)
                 if len(self.errors) > before:
                     raise _Broken()
             else:
@@ -723,6 +735,8 @@ class _Resolver:
                     )
                 )
             self.spend(len(args) + len(kwargs) + _tree_size(call) + _tree_size(op_kwargs), where)
+            if _BROKEN in args or _BROKEN in kwargs.values():
+                raise _Broken()  # checked itself, but it takes a value whose step failed
             if block is not None:
                 self.callable_child(block)
             steps.append(Step(name, block, op, fn, op_kwargs, args, kwargs, call, where))
@@ -754,6 +768,8 @@ class _Resolver:
         return args, kwargs
 
     def ref(self, ref: Ref, known: Mapping[str, Ref], where: str) -> Ref:
+        if known.get(ref.name) is _BROKEN or (ref.name not in known and self.unnamed_broken):
+            return _BROKEN  # the step it names failed, and said so
         if ref.name not in known:
             raise self.fail(
                 SpecError(

@@ -9,11 +9,11 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from zoo._errors import ArgumentError, ZooError, did_you_mean, listing, nearest
-from zoo._language.declarations import Location, Node
+from zoo._language.declarations import BLOCK_NODE_KEYS, OP_NODE_KEYS, Location, Node
 
 UNRESOLVED = object()  # an argument whose value is a block or a broken expression: not type-checked
 
@@ -52,8 +52,8 @@ def check_call(
             misspelt.add(nearest(key, named))
             errors.append(
                 ArgumentError(
-                    f"{key_at}: {where}: {type_name} has no argument '{key}'.{did_you_mean(key, named)} "
-                    f"{type_name} takes: {listing(named, limit=20)}."
+                    f"{key_at}: {where}: {type_name} has no argument '{key}'."
+                    f"{_nearest_key(key, named, BLOCK_NODE_KEYS)} {type_name} takes: {listing(named, limit=20)}."
                 )
             )
             continue
@@ -76,10 +76,15 @@ def check_op_call(
     fn: Callable[..., Any],
     n_inputs: int,
     kwargs: Mapping[str, Any],
-    where: str,
+    loc: Location,
+    path: str,
     key_locs: Mapping[str, Location],
 ) -> None:
-    """Append what is wrong with calling op `fn` on `n_inputs` tensors with keyword arguments `kwargs`."""
+    """Append what is wrong with calling op `fn` on `n_inputs` tensors with keyword arguments `kwargs`.
+
+    Messages name `loc` (the op's file:line), or the key's own line from `key_locs`, then `path`.
+    """
+    where = f"{loc}: {path}"
     sig = _signature(fn)
     if sig is None:
         return
@@ -102,20 +107,31 @@ def check_op_call(
         if key not in named:
             errors.append(
                 ArgumentError(
-                    f"{key_locs.get(key, where)}: {where}: op '{op}' has no argument '{key}'."
-                    f"{did_you_mean(key, named)} "
-                    f"It takes: {listing(named)}."
+                    f"{key_locs.get(key, loc)}: {path}: op '{op}' has no argument '{key}'."
+                    f"{_nearest_key(key, named, OP_NODE_KEYS)} It takes: {listing(named)}."
                 )
             )
             continue
         expected = hints.get(key)
         if value is not UNRESOLVED and expected is not None and fits(value, expected) is False:
             errors.append(
-                ArgumentError(f"{where} -> {key}: op '{op}' expects {describe_type(expected)}, got {_describe(value)}.")
+                ArgumentError(
+                    f"{key_locs.get(key, loc)}: {path} -> {key}: op '{op}' expects {describe_type(expected)}, "
+                    f"got {_describe(value)}."
+                )
             )
     for p in params:
         if p.kind is p.KEYWORD_ONLY and p.default is p.empty and p.name not in kwargs:
             errors.append(ArgumentError(f"{where}: op '{op}' is missing required argument '{p.name}'."))
+
+
+def _nearest_key(key: str, arguments: Iterable[str], language: Iterable[str]) -> str:
+    """' Did you mean ...?': the nearest argument, else the nearest language key (`layerz` → `layers`)."""
+    hint = did_you_mean(key, arguments)
+    if hint:
+        return hint
+    match = nearest(key, language)
+    return f" Did you mean the language key `{match}`?" if match else ""
 
 
 def check_init_kwargs(
