@@ -594,3 +594,53 @@ def test_a_failed_child_does_not_cascade_into_false_errors(
     assert f"{path}:9: m -> layers.e${{nope}} (its name): 'e${{nope}}'" in err
     assert "'conv', which is no input" not in err and "'b', which" not in err and "'e1'" not in err
     assert err.count("error:") == 4, err
+
+
+# --- 8. key-map patterns that backtrack ----------------------------------------------------------------------
+
+EVIL = "^(a+)+$"
+
+
+def test_8_a_catastrophic_pattern_matches_in_linear_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    from safetensors.torch import save_file
+
+    file = tmp_path / "w.safetensors"
+    save_file({"a" * 5000 + "!": torch.zeros(3)}, str(file))  # re would take longer than the universe's age
+    started = time.perf_counter()
+    code, _, err = run(capsys, "load-weights", "mlp", str(file), "--rename", f"{EVIL}=x")
+    assert code == 2 and "does not fit the model" in err
+    path = write_toml(f'[m]\ntype = "mlp"\nweights = {{ rename = [["{EVIL}", "x"], ["^(a|a)*b$", "y"]] }}\n')
+    assert run(capsys, "check", str(path))[0] == 0
+    with pytest.raises(ZooError, match="does not fit the model"):
+        zoo.load_weights(zoo.build("m", registry=[path]), file)
+    assert time.perf_counter() - started < 20  # a bound, not a benchmark: RE2 takes milliseconds
+
+
+def test_8_a_pattern_only_a_backtracking_matcher_can_run_is_refused_at_its_line(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml('[m]\ntype = "mlp"\n\nweights = { rename = [["^(a)\\\\1$", "x"]] }\n')
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}:4: m -> weights -> rename[0]: the pattern" in err
+    assert "without backreferences or lookarounds" in err and "invalid escape sequence" in err
+    assert err.count("\n") == 2  # RE2's own log line never reaches the terminal
+
+
+@pytest.mark.parametrize(
+    "pattern, replacement, key",
+    [
+        (r"^blocks\.(\d+)", r"h.\1", "blocks.11.attn.weight"),
+        (r"(?P<layer>\w+)\.w$", r"\g<layer>.weight", "fc.w"),
+        (r"$", ".w", "fc"),
+        (r"x*", "-", "abc"),
+        (r"^", "net.", "a.b"),
+        (r"\.(\d+)\.", r"[\1]", "h.0.attn.1.x"),
+        (r"(a)|b", r"<\1>", "ab"),
+    ],
+)
+def test_8_renames_keep_re_subs_meaning(pattern: str, replacement: str, key: str) -> None:
+    from zoo._language.keymap import KeyMap
+
+    assert KeyMap.from_table({"rename": [[pattern, replacement]]})(key) == re.sub(pattern, replacement, key)

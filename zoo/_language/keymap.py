@@ -6,21 +6,47 @@ timm's `checkpoint_filter_fn`, made declarative. A KeyMap is written in Python
     { strip_prefix = "module.", add_prefix = "", rename = [["^blocks\\.(\\d+)", "h.\\1"]] }
 
 and applies, to every key of the file, in this order: strip the prefix (keys without it stay
-as they are), each rename in turn (`re.sub`, so `\\1` and `\\g<name>` refer to groups), add
+as they are), each rename in turn (as `re.sub`, so `\\1` and `\\g<name>` refer to groups), add
 the prefix. The result must be the model's state-dict key.
+
+The patterns of a table come from declarations, which may be a stranger's, and the keys from a
+weights file, so they are matched by RE2 (the google-re2 package), whose time is linear in the
+key whatever the pattern: `^(a+)+$` cannot backtrack for ever on `aaaa…!`. RE2 takes Python's
+syntax but for backreferences and lookarounds (a pattern with them is refused, naming it), and
+its `\\w` and `\\d` are ASCII, as state-dict keys are. Refusing nested quantifiers instead would
+let `(a|a)+$` and `a*a*a*a*b` through and refuse harmless patterns: the matcher is the fix.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from zoo._errors import SpecError, did_you_mean
+import re2
+
+from zoo._errors import SpecError, did_you_mean, shown
 
 _FIELDS = ("strip_prefix", "add_prefix", "rename")
 _GROUP_REF = re.compile(r"\\(?:(\d+)|g<([^>]*)>)")
+_RE2 = re2.Options()
+_RE2.log_errors = False  # RE2 would print each refused pattern to stderr itself; zoo says it once
+
+
+class Pattern(Protocol):
+    """A compiled pattern: RE2's (linear time) from a table, or `re`'s when Python code passes one."""
+
+    @property
+    def pattern(self) -> str: ...
+
+    @property
+    def groups(self) -> int: ...
+
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
+
+    def finditer(self, string: str) -> Iterator[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +55,7 @@ class KeyMap:
 
     strip_prefix: str = ""  # removed from the keys that start with it ("module." of DataParallel saves)
     add_prefix: str = ""  # put before every key ("backbone." to load a backbone's weights into a larger model)
-    rename: tuple[tuple[re.Pattern[str], str], ...] = ()  # (pattern, replacement), applied in order with re.sub
+    rename: tuple[tuple[Pattern, str], ...] = ()  # (pattern, replacement), applied in order as re.sub does
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], where: str = "rename") -> KeyMap:
@@ -55,11 +81,11 @@ class KeyMap:
         for key in ("strip_prefix", "add_prefix"):
             value = table.get(key, "")
             if not isinstance(value, str):
-                raise SpecError(f"{where} -> {key} must be a string, not {type(value).__name__} {value!r}")
+                raise SpecError(f"{where} -> {key} must be a string, not {type(value).__name__} {shown(value)}")
             prefixes[key] = value
         rules = table.get("rename", ())
         if not isinstance(rules, Sequence) or isinstance(rules, str):
-            raise SpecError(f"{where} -> rename must be a list of [pattern, replacement] pairs, not {rules!r}")
+            raise SpecError(f"{where} -> rename must be a list of [pattern, replacement] pairs, not {shown(rules)}")
         return cls(
             prefixes["strip_prefix"],
             prefixes["add_prefix"],
@@ -78,7 +104,7 @@ class KeyMap:
         if self.strip_prefix and key.startswith(self.strip_prefix):
             key = key[len(self.strip_prefix) :]
         for pattern, replacement in self.rename:
-            key = pattern.sub(replacement, key)
+            key = _substitute(pattern, replacement, key)
         return self.add_prefix + key
 
     def __bool__(self) -> bool:
@@ -92,24 +118,42 @@ class KeyMap:
         return "{ " + ", ".join(parts) + " }"
 
 
-def _rule(rule: Any, where: str) -> tuple[re.Pattern[str], str]:
+def _substitute(pattern: Pattern, replacement: str, key: str) -> str:
+    """`re.sub(pattern, replacement, key)`, by the pattern's own matcher."""
+    pieces: list[str] = []
+    end, last = 0, None
+    for match in pattern.finditer(key):
+        span = match.span()
+        if span == last:  # google-re2's finditer gives an empty match at the very end twice
+            continue
+        last = span
+        pieces.append(key[end : span[0]])
+        pieces.append(match.expand(replacement))
+        end = span[1]
+    pieces.append(key[end:])
+    return "".join(pieces)
+
+
+def _rule(rule: Any, where: str) -> tuple[Pattern, str]:
     if not (isinstance(rule, Sequence) and not isinstance(rule, str) and len(rule) == 2):
-        raise SpecError(f"{where} must be a [pattern, replacement] pair of strings, not {rule!r}")
+        raise SpecError(f"{where} must be a [pattern, replacement] pair of strings, not {shown(rule)}")
     pattern, replacement = rule
     if not isinstance(pattern, str) or not isinstance(replacement, str):
-        raise SpecError(f"{where} must be a [pattern, replacement] pair of strings, not {rule!r}")
+        raise SpecError(f"{where} must be a [pattern, replacement] pair of strings, not {shown(rule)}")
     try:
-        compiled = re.compile(pattern)
-    except re.error as err:
-        raise SpecError(f"{where}: the pattern {pattern!r} is not a regular expression: {err}") from None
+        compiled: Pattern = re2.compile(pattern, _RE2)
+    except re2.error as err:
+        why = err.args[0].decode(errors="replace") if err.args and isinstance(err.args[0], bytes) else str(err)
+        raise SpecError(
+            f"{where}: the pattern {shown(repr(pattern))} is not a regular expression zoo matches (RE2's syntax: "
+            f"Python's, without backreferences or lookarounds): {why}"
+        ) from None
+    said, says = shown(repr(pattern)), shown(repr(replacement))
     for number, name in _GROUP_REF.findall(replacement):
         if number and int(number) > compiled.groups:
             raise SpecError(
-                f"{where}: the replacement {replacement!r} refers to group {number}, but {pattern!r} has "
-                f"{compiled.groups} group(s)"
+                f"{where}: the replacement {says} refers to group {number}, but {said} has {compiled.groups} group(s)"
             )
         if name and not (name.isdigit() and int(name) <= compiled.groups) and name not in compiled.groupindex:
-            raise SpecError(
-                f"{where}: the replacement {replacement!r} refers to group '{name}', which {pattern!r} lacks"
-            )
+            raise SpecError(f"{where}: the replacement {says} refers to group '{name}', which {said} lacks")
     return compiled, replacement
