@@ -644,3 +644,48 @@ def test_8_renames_keep_re_subs_meaning(pattern: str, replacement: str, key: str
     from zoo._language.keymap import KeyMap
 
     assert KeyMap.from_table({"rename": [[pattern, replacement]]})(key) == re.sub(pattern, replacement, key)
+
+
+# --- zoo show --graph of a huge declaration --------------------------------------------------------------------
+
+
+def test_a_picture_too_large_to_draw_is_refused_before_any_shape_pass(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path], tmp_path: Path
+) -> None:
+    from zoo._show import picture
+
+    path = write_toml(
+        '[big]\ninput = [2, 4]\nlayers = [{ repeat = 10000, type = "Linear", in_features = 4, out_features = 4 }]\n'
+    )
+    started = time.perf_counter()
+    code, _, err = run(capsys, "show", "big", "--registry", str(path), "--graph", str(tmp_path / "big.dot"))
+    assert time.perf_counter() - started < 30  # a bound: the meta pass alone would take about 20 s
+    assert code == 2 and f"at depth 1 its picture holds more than {picture.MAX_NODES:,} nodes" in err
+    assert not (tmp_path / "big.dot").exists()
+
+
+def test_the_default_depth_stops_drawing_as_soon_as_a_level_is_too_large(
+    write_toml: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = write_toml(
+        '[huge]\ninput = [2, 4]\nlayers = [{ repeat = 3, type = "block" }]\n\n'
+        '[block]\nlayers = [{ repeat = 3000, type = "ReLU" }]\n'
+    )
+    started = time.perf_counter()
+    diagram = zoo.draw("huge", tmp_path / "huge.dot", registry=path, input_shape=(2, 4))
+    assert diagram.depth == 1 and len(diagram.nodes) == 5 and diagram.levels == 2
+    assert time.perf_counter() - started < 30
+    with pytest.raises(zoo.ArgumentError, match="Draw fewer levels \\(--depth 1\\)"):
+        zoo.draw("huge", tmp_path / "huge.dot", registry=path, depth=2)
+
+
+def test_shapes_are_left_out_of_a_model_too_large_to_measure(
+    write_toml: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zoo._show import picture
+
+    monkeypatch.setattr(picture, "MAX_MEASURED", 10)
+    path = write_toml('[m]\ninput = [2, 4]\nlayers = [{ repeat = 20, type = "ReLU" }]\n')
+    diagram = zoo.draw("m", tmp_path / "m.dot", registry=path)
+    assert diagram.note == "no shapes: the model has 21 blocks, and one pass measures at most 10"
+    assert all(node.shape == "" for node in diagram.nodes if node.kind == "block")

@@ -31,6 +31,8 @@ from zoo._language.resolve import Block, Graph, Resolution, Resolved, Step, Use,
 
 FORMATS = (".svg", ".png", ".dot")
 NODE_BUDGET = 40  # the default depth is the deepest whose picture has at most this many nodes (readable at a glance)
+MAX_NODES = 1000  # a picture holds at most this many: laid out and rendered in about 15 s, an SVG of 1 MB
+MAX_MEASURED = 5000  # modules whose shapes one meta pass finds (a Linear on meta takes about 2 ms)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ def draw(
             a depth below 1, or a bad input shape.
         MissingDependencyError: .svg or .png without the `zoo[graph]` extra installed.
         UnknownNameError, SpecError, …: the name does not resolve (as `zoo check` reports it).
+        ArgumentError: the picture would hold more than MAX_NODES nodes (a smaller depth or
+            configuration draws); shapes are left out of a model of more than MAX_MEASURED blocks.
 
     Example:
         >>> zoo.draw("tv_resnet18", "resnet.svg", depth=3)
@@ -122,8 +126,10 @@ def draw(
     shape = tuple(input_shape) if input_shape is not None else resolution.input_shape
     if shape is not None:
         shape = check_shape(shape)
+    depth, levels = _depth(resolution.root, name, depth)  # first, so a picture too large costs no shape pass
     shapes = _Shapes.measure(resolution, shape)
-    diagram = _diagram(resolution.root, name, shapes, depth)
+    diagram = _Drawer(name, shapes, depth).draw(resolution.root)
+    diagram.levels = levels
     diagram.input_shape = shape
     diagram.note = shapes.note
     try:
@@ -225,6 +231,10 @@ class _Shapes:
             x = torch.empty(input_shape, dtype=dtype)
         shapes.input = shape_text(x)
         shapes.module_of = made
+        count = sum(1 for _ in model.modules())
+        if count > MAX_MEASURED:
+            shapes.note = f"no shapes: the model has {count:,} blocks, and one pass measures at most {MAX_MEASURED:,}"
+            return shapes
         shapes.path = {id(m): f"{n} ({type(m).__name__})" if n else type(m).__name__ for n, m in model.named_modules()}
         dataflow = list(graphs(resolution.root))
         watched: list[Any] = []
@@ -316,22 +326,43 @@ def _levels(tree: Resolved) -> int:
     return 1 + max((_levels(b) for b in inner if _opens(b)), default=0)
 
 
-def _diagram(root: Resolved, name: str, shapes: _Shapes, depth: int | None) -> Diagram:
+def _depth(root: Resolved, name: str, depth: int | None) -> tuple[int, int]:
+    """The depth to draw (`depth`, or the deepest within NODE_BUDGET) and the depth that opens every block.
+
+    Raises:
+        ArgumentError: the picture at that depth holds more than MAX_NODES nodes.
+    """
     levels = max(1, _levels(root))
     if depth is None:
         depth = 1
-        while depth < levels and len(_Drawer(name, shapes, depth + 1).draw(root).nodes) <= NODE_BUDGET:
+        while depth < levels:
+            try:
+                _Drawer(name, _Shapes(), depth + 1, limit=NODE_BUDGET).draw(root)
+            except _TooMany:
+                break
             depth += 1
-    diagram = _Drawer(name, shapes, depth).draw(root)
-    diagram.levels = levels
-    return diagram
+    try:
+        _Drawer(name, _Shapes(), depth, limit=MAX_NODES).draw(root)
+    except _TooMany:
+        fewer = f"fewer levels (--depth {depth - 1}), " if depth > 1 else ""
+        raise ArgumentError(
+            f"cannot draw '{name}': at depth {depth} its picture holds more than {MAX_NODES:,} nodes, and a picture "
+            f"holds at most that many (more is unreadable, and takes minutes to lay out). Draw {fewer}a smaller "
+            "configuration (--set), or one of its blocks by name."
+        ) from None
+    return depth, levels
+
+
+class _TooMany(Exception):
+    """A drawing went past its node limit: drawing stops there."""
 
 
 class _Drawer:
-    def __init__(self, name: str, shapes: _Shapes, depth: int) -> None:
+    def __init__(self, name: str, shapes: _Shapes, depth: int, limit: int | None = None) -> None:
         self.diagram = Diagram(name, depth=depth)
         self.shapes = shapes
         self.depth = depth
+        self.limit = limit  # nodes at most; past it, _TooMany
 
     def draw(self, root: Resolved) -> Diagram:
         inputs = root.inputs if isinstance(root, Graph) else ("x",)
@@ -353,6 +384,8 @@ class _Drawer:
     def node(self, id: str, title: str, kind: str, type: str, shape: str, box: str, closed: bool = False) -> Node:
         node = Node(id, title, kind, type, shape, box, closed)
         self.diagram.nodes.append(node)
+        if self.limit is not None and len(self.diagram.nodes) > self.limit:
+            raise _TooMany()
         return node
 
     def connect(self, dst: str, args: Sequence[_Value], kwargs: Mapping[str, _Value]) -> None:
