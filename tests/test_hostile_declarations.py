@@ -417,6 +417,18 @@ def test_6_on_the_meta_device_any_size_builds(write_toml: Callable[..., Path]) -
     assert model.get_parameter("w").shape == (100000, 100000, 1000)
 
 
+def test_6_a_block_whose_tensors_cannot_be_allocated_is_a_device_error_with_its_bytes(
+    capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(
+        '[m]\ninput = [2, 4]\nlayers = [{ type = "Linear", in_features = 1000000, out_features = 10000000 }]\n'
+    )
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}:3: m -> layers[0] -> weight: a tensor of shape (10000000, 1000000)" in err
+    with pytest.raises(zoo.DeviceError, match=re.escape("Linear(...) asked for a tensor of 40,000,000,000,000 bytes")):
+        zoo.build("m", registry=[path])
+
+
 # --- 7. an error inside fx's generated code ------------------------------------------------------------------
 
 CHUNKS = (

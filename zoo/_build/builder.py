@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo._build import initrules
+from zoo._build import devices, initrules
 from zoo._build.graph import compile_graph
-from zoo._errors import BuildError
+from zoo._errors import BuildError, DeviceError
 from zoo._language import names
 from zoo._language.declarations import Entry, parse_declaration
 from zoo._language.registry import USER, Origin, Provider, Registry
@@ -137,6 +137,12 @@ class _Constructor:
         try:
             module = factory(*args, **kwargs)
         except Exception as err:
+            refused = devices.allocation_refused(err)
+            if refused is not None:  # said as what it is: a size the machine cannot hold, not a failed block
+                raise DeviceError(
+                    f"{tree.where}: {tree.type}(...) asked for a tensor of {refused}, and the allocator refused it; "
+                    "use smaller sizes (zoo check finds a tensor larger than this machine's memory without building)"
+                ) from err
             raise BuildError(f"{tree.where}: {tree.type}(...) raised {type(err).__name__}: {err}") from err
         if not isinstance(module, nn.Module):
             raise BuildError(f"{tree.where}: {tree.type} returned {type(module).__name__}, not an nn.Module.")

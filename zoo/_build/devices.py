@@ -186,6 +186,22 @@ def check_allocation(shape: tuple[int, ...], dtype: torch.dtype, device: torch.d
         )
 
 
+_CPU_REFUSAL = re.compile(r"tried to allocate (\d+) bytes")
+_CUDA_REFUSAL = re.compile(r"Tried to allocate ([\d.]+ ?[KMGTP]?i?B)")
+
+
+def allocation_refused(err: BaseException) -> str | None:
+    """What the allocator refused, when `err` is its out-of-memory error ("40,000,000,000,000 bytes (36.4 TiB)")."""
+    text = str(err)
+    cpu = _CPU_REFUSAL.search(text)
+    if cpu:
+        return f"{int(cpu.group(1)):,} bytes ({human_bytes(int(cpu.group(1)))})"
+    cuda = _CUDA_REFUSAL.search(text)
+    if isinstance(err, torch.OutOfMemoryError) or cuda:
+        return cuda.group(1) if cuda else "more than the device has"
+    return None
+
+
 def host_memory() -> tuple[int | None, int | None]:
     """Total and available host memory in bytes (None where it cannot be told): /proc/meminfo on Linux, sysconf
     elsewhere."""
