@@ -157,6 +157,26 @@ def test_2_an_error_about_a_large_value_shows_a_short_excerpt_of_it() -> None:
     assert "cannot compare" in str(err.value) and len(str(err.value)) < 400
 
 
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        {"type": "Linear", "in_features": list(range(200_000)), "out_features": 3},
+        {"layers": {"a": {"op": "relu", "in": "x"}}, "inputs": [["x"] * 200_000]},
+        {"type": "Linear", "in_features": 3, "out_features": 3, "kwargs": {"bias": "b" * 1_000_000}},
+        {"layers": [{"type": "Identity", "repeat": {"n": list(range(200_000))}}]},
+    ],
+    ids=["argument", "inputs", "string", "repeat"],
+)
+def test_2_a_huge_value_in_a_config_json_is_shown_as_an_excerpt(declaration: dict[str, object], tmp_path: Path) -> None:
+    folder = zoo.save(zoo.build("mlp"), tmp_path / "saved")
+    config = json.loads((folder / "config.json").read_text())
+    config["declaration"] = declaration
+    (folder / "config.json").write_text(json.dumps(config))
+    with deadline(60), pytest.raises(ZooError) as err:
+        zoo.load(folder)
+    assert str(folder / "config.json") in str(err.value) and len(str(err.value)) < 1000, str(err.value)[:2000]
+
+
 # --- 3. declarations that expand to more than any model ----------------------------------------------
 
 REPEATS = '[m]\nlayers = [{ repeat = 10000, layers = [{ repeat = 10000, type = "Identity" }] }]\n'

@@ -121,10 +121,14 @@ _SHORT.maxstring = _SHORT.maxlong = _SHORT.maxother = 80
 
 
 def shown(value: Any, limit: int = 120) -> str:
-    """A value for a message, cut short: a string as it is, anything else as its repr.
+    """A value's repr for a message, cut short.
 
     A declaration may be a stranger's, so a value in a message can be huge (an array of a
     million items in a config.json); the message stays a line.
     """
-    text = value if isinstance(value, str) else _SHORT.repr(value)
+    return clip(_SHORT.repr(value), limit)
+
+
+def clip(text: str, limit: int = 120) -> str:
+    """`text` as it is when short, else its start and an ellipsis."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

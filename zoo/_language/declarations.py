@@ -34,7 +34,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from zoo._errors import RegistryFileError, SpecError, did_you_mean, nearest
+from zoo._errors import RegistryFileError, SpecError, did_you_mean, nearest, shown
 from zoo._language.expressions import Expr, has_template
 from zoo._language.expressions import parse as parse_expr
 
@@ -261,7 +261,7 @@ class _Parser:
                     keys + ("input",),
                     name,
                     '`input` is a shape such as [2, 20], or { shape = [2, 8], dtype = "int64", high = 50257 } '
-                    f"with dtype one of {', '.join(INPUT_DTYPES)}; got {shape!r}",
+                    f"with dtype one of {', '.join(INPUT_DTYPES)}; got {shown(shape)}",
                 )
             input_high = self.argument(input_high, keys + ("input", "high"), f"{name} -> input.high")
             shape = shape.get("shape")
@@ -272,7 +272,7 @@ class _Parser:
                 and shape
                 and all(isinstance(d, Expr) or (type(d) is int and d > 0) for d in shape)
             ):
-                raise self.fail(keys + ("input",), name, f"`input` must be a shape such as [2, 20], got {shape!r}")
+                raise self.fail(keys + ("input",), name, f"`input` must be a shape such as [2, 20], got {shown(shape)}")
         params = body.get("args", {})
         if not isinstance(params, dict):
             raise self.fail(keys + ("args",), name, "`args` must be a table of argument = default")
@@ -356,7 +356,7 @@ class _Parser:
                 keys + (key,),
                 path,
                 f"a dataflow block (one with `in`, `op`, {', '.join(f'`{k}`' for k in DATAFLOW_KEYS)}) "
-                f"is declared by its `layers` alone; remove type = {body['type']!r}, or to pass a constructor "
+                f"is declared by its `layers` alone; remove type = {shown(body['type'])}, or to pass a constructor "
                 f"argument named '{key}', write kwargs = {{ {key} = ... }}",
             )
         if graph:
@@ -365,7 +365,7 @@ class _Parser:
         if isinstance(type_, str) and has_template(type_):
             type_ = parse_expr(type_, f"{self.loc(keys + ('type',))}: {path} -> type")
         elif not isinstance(type_, str) or not type_:
-            found = "no `type`" if type_ is None else f"type = {type_!r}"
+            found = "no `type`" if type_ is None else f"type = {shown(type_)}"
             typo = nearest("type", [k for k in body if k not in LANGUAGE_KEYS])
             hint = f" Is '{typo}' a misspelt `type`?" if typo else ""
             raise self.fail(keys, path, f'{found}: say what to build, e.g. type = "Linear".{hint}')
@@ -415,13 +415,15 @@ class _Parser:
     def op_node(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Node:
         op = body["op"]
         if not isinstance(op, str) or not _CHILD_NAME.match(op):
-            raise self.fail(keys + ("op",), path, f'`op` names a tensor function such as "add" or "cat", got {op!r}')
+            raise self.fail(
+                keys + ("op",), path, f'`op` names a tensor function such as "add" or "cat", got {shown(op)}'
+            )
         for key in ("type", "layers", "shared", "init", *DATAFLOW_KEYS):
             if key in body:
                 raise self.fail(
                     keys + (key,),
                     path,
-                    f"an op node (op = {op!r}) has no `{key}`: ops are functions without parameters or children. "
+                    f"an op node (op = {shown(op)}) has no `{key}`: ops are functions without parameters or children. "
                     f"To pass the op an argument named '{key}', write kwargs = {{ {key} = ... }}",
                 )
         kwargs, key_locs = self.kwargs(body, keys, path)
@@ -512,7 +514,7 @@ class _Parser:
             or not all(isinstance(n, str) and _CHILD_NAME.match(n) for n in names)
         ):
             raise self.fail(
-                keys, path, f'`inputs` names the block\'s forward arguments, e.g. ["x", "mask"]; got {value!r}'
+                keys, path, f'`inputs` names the block\'s forward arguments, e.g. ["x", "mask"]; got {shown(value)}'
             )
         if len(set(names)) != len(names):
             raise self.fail(keys, path, f"`inputs` names an argument twice: {names}")
@@ -523,7 +525,9 @@ class _Parser:
             return self.ref(value, keys, path, what)
         if isinstance(value, list) and value:
             return tuple(self.ref(v, keys + (i,), path, what) for i, v in enumerate(value))
-        raise self.fail(keys, path, f'`{what}` names values of the block, e.g. "conv1" or ["bn2", "x"]; got {value!r}')
+        raise self.fail(
+            keys, path, f'`{what}` names values of the block, e.g. "conv1" or ["bn2", "x"]; got {shown(value)}'
+        )
 
     def ref(self, value: Any, keys: tuple[Any, ...], path: str, what: str) -> Ref:
         match = _REF.match(value) if isinstance(value, str) else None
@@ -537,7 +541,7 @@ class _Parser:
                 keys,
                 path,
                 f'`{what}` refers to an input or an earlier child by name ("x", "conv1", "qkv[0]"); '
-                f"got {value!r}{hint}",
+                f"got {shown(value)}{hint}",
             )
         return Ref(match.group(1), int(match.group(2)) if match.group(2) is not None else None)
 
@@ -568,7 +572,7 @@ class _Parser:
             raise self.fail(
                 keys + ("when",),
                 path,
-                f'`when` must be true, false or an expression such as "${{stride != 1}}"; got {value!r}',
+                f'`when` must be true, false or an expression such as "${{stride != 1}}"; got {shown(value)}',
             )
         return value
 
@@ -581,11 +585,11 @@ class _Parser:
             extra = sorted(set(value) - {"n", "index"})
             index = value.get("index", "i")
             if extra or "n" not in value or not isinstance(index, str) or not _CHILD_NAME.match(index):
-                raise self.fail(here, path, f'`repeat` is a count, or {{ n = 3, index = "j" }}; got {value!r}')
+                raise self.fail(here, path, f'`repeat` is a count, or {{ n = 3, index = "j" }}; got {shown(value)}')
             value = value["n"]
         count = self.argument(value, here, f"{path} -> repeat")
         if not (isinstance(count, Expr) or (type(count) is int and count >= 0)):
-            raise self.fail(here, path, f"`repeat` must be a count (0 or more) or an expression; got {count!r}")
+            raise self.fail(here, path, f"`repeat` must be a count (0 or more) or an expression; got {shown(count)}")
         return Repeat(count, index)
 
     def params(self, value: Any, keys: tuple[Any, ...], path: str) -> Mapping[str, tuple[Any, ...]]:
@@ -599,7 +603,7 @@ class _Parser:
             dims = self.argument(shape, here, f"{path} -> params.{name}")
             if not isinstance(dims, tuple) or not all(isinstance(d, Expr) or (type(d) is int and d >= 0) for d in dims):
                 raise self.fail(
-                    here, path, f"a parameter's shape is an array of sizes such as [768, 2304]; got {shape!r}"
+                    here, path, f"a parameter's shape is an array of sizes such as [768, 2304]; got {shown(shape)}"
                 )
             shapes[name] = dims
         return MappingProxyType(shapes)
@@ -620,7 +624,7 @@ class _Parser:
                 keys,
                 path,
                 '`init` is the language\'s key for init rules: a table of "glob" = "fn" or { fn = "...", ... }. '
-                f"To pass a constructor argument named 'init', write kwargs = {{ init = {value!r} }}",
+                f"To pass a constructor argument named 'init', write kwargs = {{ init = {shown(value)} }}",
             )
         rules = []
         for pattern, rule in value.items():
@@ -634,7 +638,7 @@ class _Parser:
                 on = (on,) if isinstance(on, str) else on
                 if not isinstance(on, (list, tuple)) or not all(isinstance(t, str) for t in on):
                     raise self.fail(
-                        here, path, f'`on` names block types, e.g. on = "Conv2d" or on = ["Linear"]; got {on!r}'
+                        here, path, f'`on` names block types, e.g. on = "Conv2d" or on = ["Linear"]; got {shown(on)}'
                     )
                 kwargs = {
                     k: self.argument(v, here + (k,), f"{path} -> init.{pattern}.{k}")
@@ -933,4 +937,4 @@ def _toml(value: Any) -> str:
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, Mapping):
         return "{ " + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + " }" if value else "{}"
-    raise SpecError(f"cannot write {type(value).__name__} {value!r} as TOML")
+    raise SpecError(f"cannot write {type(value).__name__} {shown(value)} as TOML")

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo._errors import SpecError, did_you_mean, listing, shown
+from zoo._errors import SpecError, clip, did_you_mean, listing, shown
 
 _TEMPLATE = re.compile(r"\$\{([^{}]*)\}")
 _MAX_INT_BITS = 256  # no tensor dimension or hyperparameter needs more
@@ -83,7 +83,7 @@ class Expr:
         text = "".join(_text(v) for v in values)
         if len(text) > _MAX_TEXT:
             raise SpecError(
-                f"{where}: '{shown(self.text)}' makes a string of {len(text)} characters (at most {_MAX_TEXT})."
+                f"{where}: '{clip(self.text)}' makes a string of {len(text)} characters (at most {_MAX_TEXT})."
             )
         return text
 
@@ -111,7 +111,7 @@ def parse(text: str, where: str) -> Expr:
         pos = match.end()
     rest = text[pos:]
     if "${" in rest:
-        raise SpecError(f"{where}: '{shown(text)}' opens '${{' without a matching '}}'.")
+        raise SpecError(f"{where}: '{clip(text)}' opens '${{' without a matching '}}'.")
     if rest:
         parts.append(rest)
     return Expr(text, tuple(parts), frozenset(names))
@@ -120,25 +120,25 @@ def parse(text: str, where: str) -> Expr:
 def _parse_one(source: str, text: str, where: str) -> ast.Expression:
     if not source.strip():
         raise SpecError(
-            f"{where}: '{shown(text)}' has an empty '${{}}'; write an argument name or an expression inside."
+            f"{where}: '{clip(text)}' has an empty '${{}}'; write an argument name or an expression inside."
         )
     depth = _depth_bound(source, text, where)
     if depth > MAX_DEPTH:
         raise SpecError(
-            f"{where}: '{shown(text)}' is an expression nested too deeply: {depth} operators and brackets on its "
+            f"{where}: '{clip(text)}' is an expression nested too deeply: {depth} operators and brackets on its "
             f"deepest path, at most {MAX_DEPTH}. Split it into `args` that use each other."
         )
     try:
         tree = ast.parse(source.strip(), mode="eval")
     except SyntaxError as err:
-        raise SpecError(f"{where}: '{shown(text)}' is not a valid expression: {err.msg}.") from None
+        raise SpecError(f"{where}: '{clip(text)}' is not a valid expression: {err.msg}.") from None
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED):
-            raise SpecError(f"{where}: '{shown(text)}': {_refusal(node)}")
+            raise SpecError(f"{where}: '{clip(text)}': {_refusal(node)}")
         if isinstance(node, ast.Call) and not (
             isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and not node.keywords
         ):
-            raise SpecError(f"{where}: '{shown(text)}': only min(...) and max(...) can be called in an expression.")
+            raise SpecError(f"{where}: '{clip(text)}': only min(...) and max(...) can be called in an expression.")
     return tree
 
 
@@ -163,7 +163,7 @@ def _depth_bound(source: str, text: str, where: str) -> int:
             while start > 0 and (source[start - 1].isalnum() or source[start - 1] == "_"):
                 start -= 1
             if source[start:i].lower() in _FSTRING_PREFIXES:  # f"{...}" parses the text inside: refused unread
-                raise SpecError(f"{where}: '{shown(text)}': f-strings are not part of the expression language.")
+                raise SpecError(f"{where}: '{clip(text)}': f-strings are not part of the expression language.")
             quote = source[i : i + 3] if source[i : i + 3] == c * 3 else c
             i += len(quote)
             while i < n and source[i : i + len(quote)] != quote:
@@ -242,7 +242,7 @@ class _Evaluator:
         self.sizes: dict[int, tuple[Any, int]] = {}  # id(list) → (the list, kept alive; its size)
 
     def fail(self, message: str) -> SpecError:
-        return SpecError(f"{self.where}: '{shown(self.text)}': {message}")
+        return SpecError(f"{self.where}: '{clip(self.text)}': {message}")
 
     def size(self, value: Any) -> int:
         """Items and characters over all nested levels (a list counts one, plus its items)."""
@@ -383,7 +383,7 @@ class _Evaluator:
 
 
 def _kind(value: Any) -> str:
-    return f"{type(value).__name__} {shown(repr(value) if isinstance(value, str) else value, 60)}"
+    return f"{type(value).__name__} {shown(value, 60)}"
 
 
 def _text(value: Any) -> str:

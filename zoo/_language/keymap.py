@@ -145,10 +145,10 @@ def _rule(rule: Any, where: str) -> tuple[Pattern, str]:
     except re2.error as err:
         why = err.args[0].decode(errors="replace") if err.args and isinstance(err.args[0], bytes) else str(err)
         raise SpecError(
-            f"{where}: the pattern {shown(repr(pattern))} is not a regular expression zoo matches (RE2's syntax: "
+            f"{where}: the pattern {shown(pattern)} is not a regular expression zoo matches (RE2's syntax: "
             f"Python's, without backreferences or lookarounds): {why}"
         ) from None
-    said, says = shown(repr(pattern)), shown(repr(replacement))
+    said, says = shown(pattern), shown(replacement)
     for number, name in _GROUP_REF.findall(replacement):
         if number and int(number) > compiled.groups:
             raise SpecError(

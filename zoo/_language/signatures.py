@@ -12,7 +12,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from zoo._errors import ArgumentError, ZooError, did_you_mean, listing, nearest
+from zoo._errors import ArgumentError, ZooError, did_you_mean, listing, nearest, shown
 from zoo._language.declarations import BLOCK_NODE_KEYS, OP_NODE_KEYS, Location, Node
 
 UNRESOLVED = object()  # an argument whose value is a block or a broken expression: not type-checked
@@ -237,10 +237,10 @@ def fits(value: Any, expected: Any) -> bool | None:
 def _describe(value: Any) -> str:
     """A TOML value as the user wrote it: 'a table { a = 1 }', 'str 'sixteen'', 'an array [1, 2]'."""
     if isinstance(value, Mapping):
-        return "a table {" + ", ".join(f" {k} = {v!r}" for k, v in value.items()) + " }"
+        return "a table {" + ", ".join(f" {k} = {shown(v)}" for k, v in value.items()) + " }"
     if isinstance(value, tuple):
-        return f"an array {list(value)!r}"
-    return f"{type(value).__name__} {value!r}"
+        return f"an array {shown(list(value))}"
+    return f"{type(value).__name__} {shown(value)}"
 
 
 def describe_type(expected: Any) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from zoo._build import builder
-from zoo._errors import UnknownNameError, WeightsError, did_you_mean
+from zoo._errors import UnknownNameError, WeightsError, did_you_mean, shown
 from zoo._files import jsonio
 from zoo._language.registry import Registry
 from zoo._version import __version__
@@ -113,7 +113,7 @@ def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig 
     version = data.get("zoo_format")
     if not isinstance(version, int) or version > CONFIG_FORMAT:
         raise WeightsError(
-            f"{file} has zoo_format {version!r}, written by zoo {data.get('zoo_version', '?')}; this zoo reads "
+            f"{file} has zoo_format {shown(version)}, written by zoo {data.get('zoo_version', '?')}; this zoo reads "
             f"format {CONFIG_FORMAT} and older. Upgrade zoo (pip install -U zoo)."
         )
     shape = data.get("input_shape")
@@ -155,7 +155,7 @@ def foreign_config_hint(data: Any, source: str) -> str:
     """What to do with a config.json another library wrote (transformers': model_type, architectures)."""
     said = ""
     if isinstance(data, dict):
-        facts = [f"{key} {data[key]!r}" for key in ("model_type", "architectures") if key in data]
+        facts = [f"{key} {shown(data[key])}" for key in ("model_type", "architectures") if key in data]
         said = (
             f"It was written by another library ({', '.join(facts)}): "
             if facts
