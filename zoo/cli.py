@@ -122,9 +122,18 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise ZooError(f"forward of '{args.name}' on an input of shape {tuple(shape)} failed: {err}") from err
     print(table)
     print(f"input:  {tuple(X.shape)}")
-    print(f"output: {tuple(Y.shape)}")
+    print(f"output: {_shape_of(Y)}")  # a block may return a tuple (`out = ["a", "b"]`, a chunk)
     print(Y)
     return 0
+
+
+def _shape_of(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return str(tuple(shape))
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_shape_of(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return type(value).__name__
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -331,6 +331,8 @@ class _Evaluator:
                 raise self.fail(f"{node.func.id}() needs at least one value.")
             try:
                 return _FUNCTIONS[node.func.id](*args)
+            except ValueError:  # min('') iterates the string's characters: there are none
+                raise self.fail(f"{node.func.id}() needs at least one value.") from None
             except TypeError:
                 raise self.fail(f"{node.func.id}() cannot order {', '.join(_kind(a) for a in args)}.") from None
         raise self.fail(_refusal(node))  # unreachable after _parse_one; kept as a guard
