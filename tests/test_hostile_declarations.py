@@ -26,6 +26,7 @@ import zoo
 from zoo import cli
 from zoo._errors import SpecError, ZooError
 from zoo._language import expressions
+from zoo._language.keymap import MAX_KEY, MAX_PROGRAM, KeyMap
 from zoo._language.resolve import DEFAULT_MAX_NODES, MAX_NODES_ENV
 
 from .hubserver import HubServer
@@ -639,7 +640,7 @@ def test_8_a_catastrophic_pattern_matches_in_linear_time(
     from safetensors.torch import save_file
 
     file = tmp_path / "w.safetensors"
-    save_file({"a" * 5000 + "!": torch.zeros(3)}, str(file))  # re would take longer than the universe's age
+    save_file({"a" * (MAX_KEY - 1) + "!": torch.zeros(3)}, str(file))  # re would outlast the universe
     started = time.perf_counter()
     code, _, err = run(capsys, "load-weights", "mlp", str(file), "--rename", f"{EVIL}=x")
     assert code == 2 and "does not fit the model" in err
@@ -660,6 +661,13 @@ def test_8_a_pattern_only_a_backtracking_matcher_can_run_is_refused_at_its_line(
     assert err.count("\n") == 2  # RE2's own log line never reaches the terminal
 
 
+def test_8_a_pattern_too_large_to_match_quickly_is_refused() -> None:
+    with pytest.raises(SpecError, match=f"compiles to 3004 instructions, more than the {MAX_PROGRAM}"):
+        KeyMap.from_table({"rename": [["(b*){1000}", "x"]]})
+    long = "a" * (MAX_KEY + 1)
+    assert KeyMap.from_table({"rename": [["a", "b"]], "add_prefix": "p."})(long) == "p." + long  # left as it is
+
+
 @pytest.mark.parametrize(
     "pattern, replacement, key",
     [
@@ -673,8 +681,6 @@ def test_8_a_pattern_only_a_backtracking_matcher_can_run_is_refused_at_its_line(
     ],
 )
 def test_8_renames_keep_re_subs_meaning(pattern: str, replacement: str, key: str) -> None:
-    from zoo._language.keymap import KeyMap
-
     assert KeyMap.from_table({"rename": [[pattern, replacement]]})(key) == re.sub(pattern, replacement, key)
 
 

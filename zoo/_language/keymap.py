@@ -15,6 +15,9 @@ key whatever the pattern: `^(a+)+$` cannot backtrack for ever on `aaaa…!`. RE2
 syntax but for backreferences and lookarounds (a pattern with them is refused, naming it), and
 its `\\w` and `\\d` are ASCII, as state-dict keys are. Refusing nested quantifiers instead would
 let `(a|a)+$` and `a*a*a*a*b` through and refuse harmless patterns: the matcher is the fix.
+RE2's time is also proportional to the pattern's compiled size, so that is bounded too
+(`MAX_PROGRAM`: `(b*){1000}` is refused), and so is the key: one longer than `MAX_KEY`
+characters is no state-dict key anyone declares, and the renames leave it as it is.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from zoo._errors import SpecError, did_you_mean, shown
 
 _FIELDS = ("strip_prefix", "add_prefix", "rename")
 _GROUP_REF = re.compile(r"\\(?:(\d+)|g<([^>]*)>)")
+MAX_PROGRAM = 500  # RE2 instructions in one pattern; a prefix rename takes about 10, GPT-2's longest 33
+MAX_KEY = 1000  # characters of a key the renames read
 _RE2 = re2.Options()
 _RE2.log_errors = False  # RE2 would print each refused pattern to stderr itself; zoo says it once
 
@@ -104,6 +109,8 @@ class KeyMap:
         if self.strip_prefix and key.startswith(self.strip_prefix):
             key = key[len(self.strip_prefix) :]
         for pattern, replacement in self.rename:
+            if len(key) > MAX_KEY:
+                break
             key = _substitute(pattern, replacement, key)
         return self.add_prefix + key
 
@@ -148,6 +155,12 @@ def _rule(rule: Any, where: str) -> tuple[Pattern, str]:
             f"{where}: the pattern {shown(pattern)} is not a regular expression zoo matches (RE2's syntax: "
             f"Python's, without backreferences or lookarounds): {why}"
         ) from None
+    size = getattr(compiled, "programsize", 0)
+    if size > MAX_PROGRAM:
+        raise SpecError(
+            f"{where}: the pattern {shown(pattern)} compiles to {size} instructions, more than the {MAX_PROGRAM} zoo "
+            "matches quickly; write it shorter (a counted repetition such as {1000} is written out in full)"
+        )
     said, says = shown(pattern), shown(replacement)
     for number, name in _GROUP_REF.findall(replacement):
         if number and int(number) > compiled.groups:
