@@ -20,7 +20,7 @@ import torch
 from torch import fx, nn
 
 from zoo._build import devices
-from zoo._errors import BuildError
+from zoo._errors import BuildError, DeviceError
 from zoo._language import names
 from zoo._language.declarations import Ref
 from zoo._language.resolve import Graph, Resolved, Step
@@ -105,8 +105,15 @@ def _part(module: nn.Module, name: str) -> Any:
 def _parameter(tree: Graph, name: str, shape: tuple[int, ...]) -> nn.Parameter:
     """A bare parameter, zeros until an init rule sets it; refused before allocating when it cannot fit."""
     dtype, device = torch.get_default_dtype(), torch.get_default_device()
-    devices.check_allocation(tuple(shape), dtype, device, f"{tree.where} -> params.{name}")
-    return nn.Parameter(torch.zeros(shape))
+    what = f"{tree.where} -> params.{name}"
+    devices.check_allocation(tuple(shape), dtype, device, what)
+    try:
+        return nn.Parameter(torch.zeros(shape))
+    except RuntimeError as err:  # free memory is a snapshot: the allocator may refuse all the same
+        refused = devices.allocation_refused(err)
+        if refused is None:
+            raise
+        raise DeviceError(f"{what}: the allocator refused {refused}; use a smaller shape") from err
 
 
 def _tie(root: nn.Module, alias: str, target: str, where: str) -> None:
