@@ -122,11 +122,11 @@ class Resolution:
 
 # The expansion budget: how large one entry's resolved tree may grow. Each block, op and shared-block
 # use the resolution visits counts one (every repeat copy, kept or left out by `when`), and so does
-# each value of their arguments (a string one per 64 characters). zoo's largest entry, tv_densenet121,
-# counts 3,713 (GPT-2 small 3,068, about 250 a transformer layer, so an 80-layer Llama fits 30,000);
-# the default is a hundred times the largest, and resolving that much takes a few seconds.
+# each value of their arguments (a string one per 64 characters). tv_densenet121 counts 3,713, GPT-2
+# small 3,068, and the largest real architecture declared, Llama at transformers' default size (32
+# layers), about 9,400: the default is a hundred times that, and resolving that much takes seconds.
 MAX_NODES_ENV = "ZOO_MAX_NODES"
-DEFAULT_MAX_NODES = 400_000
+DEFAULT_MAX_NODES = 1_000_000
 
 
 def max_nodes() -> int:
@@ -179,7 +179,7 @@ def _resolve(
             resolver.errors.append(
                 SpecError(
                     f"{where}: {name} expands to more than {budget:,} nodes (blocks, ops, repeat copies and the "
-                    f"values of their arguments; zoo's largest built-in entry has 3,713). Is a `repeat` "
+                    f"values of their arguments; a hundred times a Llama's). Is a `repeat` "
                     f"inside a `repeat` meant? To allow more, set {MAX_NODES_ENV}."
                 )
             )
