@@ -225,7 +225,7 @@ def test_a_string_with_text_around_an_expression_is_a_string(write_toml: Callabl
     [
         ('"${widht}"', "'widht' is not a declared argument. Did you mean 'width'?"),
         ('"${width.real}"', "attribute access"),
-        ('"${__import__(\\"os\\")}"', "only min(...) and max(...) can be called"),
+        ('"${__import__(\\"os\\")}"', "only min(...), max(...) and len(...) can be called"),
         ('"${width +}"', "is not a valid expression"),
         ('"${width / 0}"', "division by zero"),
         ('"${10 ** 1000}"', "too large"),

@@ -3,12 +3,12 @@
     "${hidden}"                 the value of an argument, typed (int stays int)
     "${4 * d}"  "${d // h}"     arithmetic: + - * / // % ** and parentheses
     "${stride != 1 or c_in != c_out}"   comparisons, and / or / not, `a if cond else b`
-    "${max(1, d // 64)}"        min(), max(), and lists [a, b]
+    "${max(1, d // 64)}"        min(), max(), len(), lists [a, b] and their items: "${widths[i]}"
     "denselayer${i + 1}"        text around `${...}` makes a string
 
 Expressions are parsed with Python's own parser (`ast`, no execution) and evaluated by a
 whitelist walker over a closed set of node types: no attribute access, no calls other than
-min and max, no names other than the scope's.
+min, max and len, no names other than the scope's.
 
 Everything is bounded before it can cost much, because a declaration may be a stranger's
 (a Hub repo's config.json): the text of one string (`MAX_SOURCE` characters), how deeply an
@@ -56,7 +56,7 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.Gt: operator.gt,
     ast.GtE: operator.ge,
 }
-_FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max}
+_FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "len": len}
 _SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**"}
 
 
@@ -138,7 +138,7 @@ def _parse_one(source: str, text: str, where: str) -> ast.Expression:
         if isinstance(node, ast.Call) and not (
             isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and not node.keywords
         ):
-            raise SpecError(f"{where}: '{clip(text)}': only min(...) and max(...) can be called in an expression.")
+            raise SpecError(f"{where}: '{clip(text)}': only min(...), max(...) and len(...) can be called in an expression.")
     return tree
 
 
@@ -211,6 +211,7 @@ _ALLOWED = (
     ast.Call,
     ast.List,
     ast.Tuple,
+    ast.Subscript,  # an item of a list: widths[i]
     ast.USub,
     ast.UAdd,
     ast.Not,
@@ -224,13 +225,14 @@ _ALLOWED = (
 def _refusal(node: ast.AST) -> str:
     if isinstance(node, ast.Attribute):
         return f"attribute access ('.{node.attr}') is not part of the expression language."
-    if isinstance(node, (ast.Subscript, ast.Slice)):
-        return "indexing is not part of the expression language."
+    if isinstance(node, ast.Slice):
+        return "slices are not part of the expression language; take one item, widths[i]."
     if isinstance(node, (ast.Lambda, ast.NamedExpr, ast.ListComp, ast.GeneratorExp, ast.DictComp, ast.SetComp)):
         return f"{type(node).__name__} is not part of the expression language."
     return (
         f"'{type(node).__name__}' is not part of the expression language "
-        "(numbers, strings, names, + - * / // % **, comparisons, and/or/not, a if c else b, min, max, [lists])."
+        "(numbers, strings, names, + - * / // % **, comparisons, and/or/not, a if c else b, min, max, len, "
+        "[lists] and their items)."
     )
 
 
@@ -322,11 +324,18 @@ class _Evaluator:
             return True
         if isinstance(node, ast.IfExp):
             return self.eval(node.body) if self.eval(node.test) else self.eval(node.orelse)
+        if isinstance(node, ast.Subscript):
+            return self.item(self.eval(node.value), self.eval(node.slice))
         if isinstance(node, ast.Call):
-            assert isinstance(node.func, ast.Name)  # _parse_one allows only min/max
+            assert isinstance(node.func, ast.Name)  # _parse_one allows only min, max and len
             args = [self.eval(a) for a in node.args]
-            if len(args) == 1 and isinstance(args[0], list):
-                args = args[0]
+            if node.func.id == "len":
+                if len(args) != 1 or not isinstance(args[0], (list, tuple, str)):
+                    got = ", ".join(_kind(a) for a in args) or "nothing"
+                    raise self.fail(f"len() takes one list or string, got {got}.")
+                return len(args[0])
+            if len(args) == 1 and isinstance(args[0], (list, tuple)):
+                args = list(args[0])
             if not args:
                 raise self.fail(f"{node.func.id}() needs at least one value.")
             try:
@@ -338,7 +347,7 @@ class _Evaluator:
         raise self.fail(_refusal(node))  # unreachable after _parse_one; kept as a guard
 
     def binary(self, node: ast.BinOp) -> Any:
-        left, right = self.eval(node.left), self.eval(node.right)
+        left, right = _listed(self.eval(node.left)), _listed(self.eval(node.right))
         symbol = _SYMBOL[type(node.op)]
         if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
             self.made(None, len(left) + len(right))
@@ -372,6 +381,16 @@ class _Evaluator:
             raise self.fail("the result is too large.") from None
         return self.bounded(result)
 
+    def item(self, sequence: Any, index: Any) -> Any:
+        """sequence[index]: one item of a list (an argument such as `widths = [64, 128]`), counted from 0."""
+        if not isinstance(sequence, (list, tuple)):
+            raise self.fail(f"only a list has items, not {_kind(sequence)}.")
+        if type(index) is not int:
+            raise self.fail(f"a list's item is picked by an int, got {_kind(index)}.")
+        if not -len(sequence) <= index < len(sequence):
+            raise self.fail(f"there is no item {index} in a list of {len(sequence)} (items 0 to {len(sequence) - 1}).")
+        return sequence[index]
+
     def need_number(self, value: Any, symbol: str) -> None:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise self.fail(f"'{symbol}' needs numbers, got {_kind(value)}.")
@@ -382,6 +401,11 @@ class _Evaluator:
         if isinstance(value, (str, list)) and len(value) > _MAX_TEXT:
             raise self.fail(f"the result holds {len(value)} items (at most {_MAX_TEXT}).")
         return value
+
+
+def _listed(value: Any) -> Any:
+    """An array argument (a tuple once parsed) as the list it was written as: `${widths + [512]}`."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _kind(value: Any) -> str:
