@@ -446,3 +446,238 @@ def test_an_entry_says_how_foreign_checkpoint_keys_map_onto_its_own(
     assert torch.equal(model(x), source(x))
     (problem,) = [p for p in _problems(path) if "broken" in p]
     assert f"{path}:6: broken -> weights: unknown key 'strip_prefx'. Did you mean 'strip_prefix'?" in problem
+
+
+# --- language v3: optional inputs, `when` with `else`, chained repeats, groups, items, `require`, `tie` when -------
+
+MASKED = """\
+[masked_mean]
+doc = "A mean over the tokens a padding mask keeps; the mask defaults to keeping all"
+input = [2, 5, 4]
+inputs = ["x", { name = "mask", default = { op = "ones_like", in = "x[:, :, 0]" } }]
+[masked_mean.layers]
+weights = { op = "unsqueeze", in = "mask", dim = -1 }
+kept = { op = "mul", in = ["x", "weights"] }
+total = { op = "sum", in = "kept", dim = 1 }
+count = { op = "sum", in = "weights", dim = 1 }
+mean = { op = "div", in = ["total", "count"] }
+"""
+
+
+def test_an_optional_input_takes_its_default_when_not_given(write_toml: Callable[..., Path]) -> None:
+    model = zoo.build("masked_mean", registry=write_toml(MASKED))
+    x = torch.randn(2, 5, 4)
+    torch.testing.assert_close(model(x), x.mean(1))
+    mask = torch.tensor([[1.0, 1, 0, 0, 0], [1, 1, 1, 1, 0]])
+    torch.testing.assert_close(model(x, mask), torch.stack([x[0, :2].mean(0), x[1, :4].mean(0)]))
+    torch.testing.assert_close(model(x, mask=mask), model(x, mask))
+    assert "def forward(self, x, mask = None)" in model.code
+    assert "ones_like_unless_given(mask, getitem" in model.code  # computed only when not given
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ('[{ name = "mask", default = "x" }, "x"]', "input 'x' comes after an optional one; optional inputs come last"),
+        ('["x", { name = "mask" }]', 'an optional input is { name = "attention_mask", default = ... }'),
+        ('["x", { name = "mask", default = "${1}" }]', "a default is a value of the block"),
+        ('["x", { name = "mask", default = "later" }]', "`in` refers to 'later', which is no input"),
+        ('["x", { name = "mask", default = { op = "arange", end = 3 } }]', "makes a tensor from constants alone"),
+    ],
+)
+def test_optional_input_mistakes(write_toml: Callable[..., Path], inputs: str, message: str) -> None:
+    path = write_toml(f'[m]\ninputs = {inputs}\n[m.layers]\nlater = {{ op = "identity", in = "x" }}\n')
+    with pytest.raises(zoo.ZooError) as caught:
+        zoo.build("m", registry=path)
+    assert message in str(caught.value) and f"{path}:2" in str(caught.value), str(caught.value)
+
+
+INVERTED_RESIDUAL = """\
+[residual_if_same]
+doc = "MobileNetV2's `x + conv(x)` only when stride 1 and in == out, else conv(x)"
+args = { inp = 4, oup = 4, stride = 1 }
+[residual_if_same.layers]
+conv = { type = "Conv2d", in_channels = "${inp}", out_channels = "${oup}", kernel_size = 3, stride = "${stride}", padding = 1 }
+add = { op = "add", in = ["x", "conv"], when = "${stride == 1 and inp == oup}", else = "conv" }
+act = { op = "relu" }
+"""
+
+
+@pytest.mark.parametrize(("inp", "oup", "stride", "residual"), [(4, 4, 1, True), (4, 8, 1, False), (4, 4, 2, False)])
+def test_when_on_a_child_of_several_inputs_stands_in_with_else(
+    write_toml: Callable[..., Path], inp: int, oup: int, stride: int, residual: bool
+) -> None:
+    model = zoo.build("residual_if_same", registry=write_toml(INVERTED_RESIDUAL), inp=inp, oup=oup, stride=stride)
+    x = torch.randn(1, inp, 6, 6)
+    conv = model.conv(x)
+    torch.testing.assert_close(model(x), torch.relu(x + conv if residual else conv))
+    assert ("add" in model.code) == residual
+
+
+def test_a_left_out_child_of_several_inputs_without_else_says_what_to_write(write_toml: Callable[..., Path]) -> None:
+    path = write_toml(INVERTED_RESIDUAL.replace(', else = "conv"', ""))
+    with pytest.raises(zoo.SpecError, match=r"registry0.toml:6: residual_if_same -> layers.add: a child left out by "
+                       r"`when` stands for the value it takes, but this one takes 2 \(x, conv\); say which stands in "
+                       r'with else = "..."'):  # fmt: skip
+        zoo.build("residual_if_same", registry=path, oup=8)
+    with pytest.raises(
+        zoo.SpecError, match="`else` names what stands in for a child that `when` leaves out; add `when`"
+    ):
+        zoo.build("m", registry=write_toml('[m.layers]\na = { op = "relu", else = "x" }\n'))
+
+
+DECODER = """\
+[layer]
+doc = "One block of a stack taking the hidden state and a mask: (x + mask) @ w"
+inputs = ["x", "mask"]
+args = { d = 4 }
+[layer.layers]
+masked = { op = "add", in = ["x", "mask"] }
+proj = { type = "Linear", in_features = "${d}", out_features = "${d}", bias = false }
+
+[stack]
+inputs = ["x", "mask"]
+args = { n = 3 }
+[stack.layers]
+layers = { type = "layer", repeat = "${n}", in = ["x", "mask"] }
+"block${i}" = { type = "layer", repeat = 2, in = ["layers", "mask"] }
+"""
+
+
+def test_repeated_children_of_several_inputs_chain_the_first_and_share_the_rest(
+    write_toml: Callable[..., Path],
+) -> None:
+    model = zoo.build("stack", registry=write_toml(DECODER))
+    assert type(model.layers).__name__ == "Chain" and len(model.layers) == 3
+    assert [k for k in model.state_dict()] == [f"layers.{i}.proj.weight" for i in range(3)] + [
+        "block0.proj.weight",
+        "block1.proj.weight",
+    ]
+    x, mask = torch.randn(2, 4), torch.randn(2, 4)
+    expected = x
+    for layer in (*model.layers, model.block0, model.block1):
+        expected = layer.proj(expected + mask)
+    torch.testing.assert_close(model(x, mask), expected)
+    info = builder.build_info(model)
+    assert info is not None and info.declaration["layers"]["layers"]["type"] == "Chain"
+    again = builder.build_declaration("stack", info.declaration)  # the Chain round-trips through config.json
+    again.load_state_dict(model.state_dict())
+    torch.testing.assert_close(again(x, mask), expected)
+
+
+def test_a_repeat_taking_values_by_name_cannot_be_chained(write_toml: Callable[..., Path]) -> None:
+    path = write_toml(DECODER.replace('"block${i}" = { type = "layer", repeat = 2, in = ["layers", "mask"] }',
+                                      '"block${i}" = { type = "layer", repeat = 2, in = { x = "layers", mask = "mask" } }'))  # fmt: skip
+    with pytest.raises(zoo.SpecError, match="chained through their first input, but this one takes its values by name"):
+        zoo.build("stack", registry=path)
+
+
+VGG_BLOCK = """\
+[my_vgg_block]
+doc = "d2l's vgg_block: num_convs (conv, ReLU) pairs, then a 2x2 max-pool; keys 0, 2, … as d2l's Sequential"
+args = { num_convs = 2, out_channels = 8 }
+layers = [
+  { repeat = "${num_convs}", group = [{ type = "LazyConv2d", out_channels = "${out_channels}", kernel_size = 3, padding = 1 }, "ReLU"] },
+  { type = "MaxPool2d", kernel_size = 2, stride = 2 },
+]
+
+[named_groups]
+input = [1, 3, 8, 8]
+[named_groups.layers]
+stem = { type = "Conv2d", in_channels = 3, out_channels = 4, kernel_size = 1 }
+"unit${i}" = { repeat = 2, group = { "conv${i}" = { type = "Conv2d", in_channels = 4, out_channels = 4, kernel_size = 1 }, "act${i}" = "ReLU" } }
+stage = { repeat = 2, when = true, group = [{ type = "Conv2d", in_channels = 4, out_channels = 4, kernel_size = 1 }, "ReLU"] }
+"""
+
+
+def test_a_repeated_group_splices_flat_keys_like_d2ls_vgg_block(write_toml: Callable[..., Path]) -> None:
+    from zoo_convnets.blocks import vgg_block  # the plugin's Python block: the twin
+
+    path = write_toml(VGG_BLOCK)
+    ours = zoo.build("my_vgg_block", registry=path, num_convs=3, input_shape=(1, 3, 16, 16))
+    theirs = vgg_block(3, 8)
+    theirs(torch.zeros(1, 3, 16, 16))
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias",
+                                                                    "4.weight", "4.bias"]  # fmt: skip
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(ours(x), theirs(x))
+    named = zoo.build("named_groups", registry=path)
+    assert list(named.state_dict()) == [
+        "stem.weight", "stem.bias", "conv0.weight", "conv0.bias", "conv1.weight", "conv1.bias",
+        "stage.0.weight", "stage.0.bias", "stage.2.weight", "stage.2.bias",
+    ]  # fmt: skip
+    assert [type(m).__name__ for m in named.stage] == ["Conv2d", "ReLU", "Conv2d", "ReLU"]
+
+
+def test_list_arguments_are_indexed_in_expressions(write_toml: Callable[..., Path]) -> None:
+    path = write_toml(
+        "[widths]\nargs = { widths = [3, 8, 16] }\n"
+        'layers = [{ type = "Linear", repeat = "${len(widths) - 1}", in_features = "${widths[i]}", '
+        'out_features = "${widths[i + 1]}" }]\n'
+    )
+    model = zoo.build("widths", registry=path)
+    assert [tuple(m.weight.shape) for m in model] == [(8, 3), (16, 8)]
+    assert model(torch.zeros(2, 3)).shape == (2, 16)
+    assert len(zoo.build("widths", registry=path, widths=[3, 8, 16, 4])) == 3
+    path.write_text(path.read_text().replace("${len(widths) - 1}", "${len(widths)}"))  # one copy too many
+    with pytest.raises(zoo.SpecError, match=r"'\$\{widths\[i \+ 1\]\}': there is no item 3 in a list of 3"):
+        zoo.build("widths", registry=path)
+
+
+REQUIRE = """\
+[heads]
+args = { n_embd = 32, n_head = 4 }
+require = ["${n_embd % n_head == 0}", "${n_head > 0}"]
+layers = [{ type = "Linear", in_features = "${n_embd}", out_features = "${n_embd // n_head}" }]
+"""
+
+
+def test_declared_constraints_are_checked_at_their_line_before_anything_is_built(
+    write_toml: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_toml(REQUIRE)
+    assert zoo.build("heads", registry=path)[0].out_features == 8
+    with pytest.raises(zoo.SpecError) as caught:
+        zoo.build("heads", registry=path, n_embd=30)
+    assert str(caught.value) == (
+        f"{path}:3: heads -> require: '${{n_embd % n_head == 0}}' does not hold with n_embd = 30, n_head = 4. "
+        "Change the arguments."
+    )
+    assert cli.main(["build", "heads", "--registry", str(path), "--set", "n_head=0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:3: heads -> require: '${{n_embd % n_head == 0}}': division by zero" in err
+    bad = write_toml('[r]\nrequire = ["n > 0"]\nlayers = ["ReLU"]\n')
+    with pytest.raises(zoo.SpecError, match=r"`require` lists conditions on the arguments, each one expression"):
+        zoo.build("r", registry=bad)
+
+
+TIED_WHEN = """\
+[lm]
+args = { vocab = 20, d = 4, tie_word_embeddings = false }
+input = { shape = [1, 3], dtype = "int64", high = "${vocab}" }
+tie = { "head.weight" = { to = "wte.weight", when = "${tie_word_embeddings}" } }
+[lm.layers]
+wte = { type = "Embedding", num_embeddings = "${vocab}", embedding_dim = "${d}" }
+head = { type = "Linear", in_features = "${d}", out_features = "${vocab}", bias = false }
+"""
+
+
+def test_a_tie_can_depend_on_an_argument(write_toml: Callable[..., Path]) -> None:
+    path = write_toml(TIED_WHEN)
+    untied = zoo.build("lm", registry=path)
+    assert untied.head.weight is not untied.wte.weight and len(untied.state_dict()) == 2
+    tied = zoo.build("lm", registry=path, tie_word_embeddings=True)
+    assert tied.head.weight is tied.wte.weight
+    assert sum(p.numel() for p in tied.parameters()) == 80
+
+
+def test_v3_declarations_show_as_toml_that_parses_back(write_toml: Callable[..., Path]) -> None:
+    path = write_toml("\n".join((MASKED, INVERTED_RESIDUAL, DECODER, VGG_BLOCK, TIED_WHEN)))
+    reg = builder.registry_for(path)
+    for name in ("masked_mean", "residual_if_same", "stack", "named_groups", "lm"):
+        shown = zoo.spec(name, registry=reg).declaration
+        entry = parse_text(dump_entry(name, shown), "shown.toml")[name]
+        again = resolve(reg, Provider(name, Origin(USER), entry=entry), {}, name)
+        assert again.errors == [] and again.root is not None and declaration(again.root) == shown, name
+    assert check.check_registry(reg, origins={USER}) == []

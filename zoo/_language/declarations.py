@@ -19,19 +19,21 @@ The language, one top-level table per entry (the README teaches it with a ResNet
     in_features = 20           # any other key is a keyword argument of `type`
 
 Dataflow: a block whose children say what they take (`in`), or that has ops (`op`), bare
-`params`, `inputs`, `out` or `tie`, is a graph of named children rather than a chain. Children
-may be repeated (`repeat`) and left out (`when`).
+`params`, `buffers`, `inputs`, `out` or `tie`, is a graph of named children rather than a chain.
+Children may be repeated (`repeat`, one child or a `group` of them) and left out (`when`, with
+`else` naming what stands in for them).
 """
 
 from __future__ import annotations
 
+import ast
 import bisect
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
+from types import EllipsisType, MappingProxyType
 from typing import Any
 
 from zoo._errors import RegistryFileError, SpecError, did_you_mean, nearest, shown
@@ -39,11 +41,11 @@ from zoo._language.expressions import Expr, has_template
 from zoo._language.expressions import parse as parse_expr
 
 MAX_NESTING = 100  # tables and arrays inside each other; parsing, checking and building recurse per level
-ENTRY_ONLY_KEYS = ("doc", "input", "args", "replace", "internal", "weights")
-BLOCK_KEYS = ("type", "layers", "shared", "init", "kwargs", "inputs", "out", "params", "tie")
-CHILD_KEYS = ("in", "call", "op", "when", "repeat")  # how a parent wires and repeats a child
+ENTRY_ONLY_KEYS = ("doc", "input", "args", "replace", "internal", "weights", "require")
+BLOCK_KEYS = ("type", "layers", "shared", "init", "kwargs", "inputs", "out", "params", "buffers", "tie")
+CHILD_KEYS = ("in", "call", "op", "when", "else", "repeat", "group")  # how a parent wires and repeats a child
 LANGUAGE_KEYS = frozenset((*ENTRY_ONLY_KEYS, *BLOCK_KEYS, *CHILD_KEYS))
-DATAFLOW_KEYS = ("inputs", "out", "params", "tie")  # block keys that make a block a graph
+DATAFLOW_KEYS = ("inputs", "out", "params", "buffers", "tie")  # block keys that make a block a graph
 # Which language keys each kind of table takes, read by the unknown-key checks (a key added to the tuples
 # above lands here too). A block with a constructor passes any other key to it, so an unknown key is an
 # argument its signature refuses, said with the nearest language key; a dataflow block has no constructor,
@@ -56,6 +58,7 @@ INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32")  
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")  # what a bare string in `layers` and `DIST:name` can say
 _CHILD_NAME = re.compile(r"^[A-Za-z0-9_]+$")  # a child's name: one attribute, one state-dict key part
 _REF = re.compile(r"^([A-Za-z0-9_]+)(?:\[(-?\d+)\])?$")  # "name" or "name[0]"
+_INDEXED = re.compile(r"^([A-Za-z0-9_]+)(\[.*\])$")  # "x[:, 0]", "ids[:, None, None, :]": a tensor index
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -94,23 +97,67 @@ class InitRule:
 
 
 @dataclass(frozen=True)
-class Ref:
-    """A value inside a dataflow block: an input, a child's output, or a bare parameter; `[k]` picks a tuple item."""
+class Span:
+    """`start:stop:step` inside a tensor index; a bound left out is None."""
 
-    name: str
-    item: int | None = None
+    start: int | None
+    stop: int | None
+    step: int | None
 
     def __str__(self) -> str:
-        return self.name if self.item is None else f"{self.name}[{self.item}]"
+        text = f"{_bound(self.start)}:{_bound(self.stop)}"
+        return text + (f":{self.step}" if self.step is not None else "")
+
+
+IndexPart = int | Span | None | EllipsisType  # None: a new dim of size 1; Ellipsis: `...`
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value inside a dataflow block: an input, a child's output, a bare parameter or a buffer.
+
+    `[k]` picks a tuple's item (or a tensor's row); a longer index such as `[:, 0]` or
+    `[:, None, :]` indexes a tensor, as Python does.
+    """
+
+    name: str
+    item: int | tuple[IndexPart, ...] | None = None
+
+    def __str__(self) -> str:
+        if self.item is None:
+            return self.name
+        if isinstance(self.item, int):
+            return f"{self.name}[{self.item}]"
+        return f"{self.name}[{', '.join(_part_text(p) for p in self.item)}]"
+
+    def subscript(self) -> Any:
+        """The index as Python writes it after `[`: an int, or a tuple of ints, slices, None and Ellipsis."""
+        if isinstance(self.item, tuple):
+            return tuple(slice(p.start, p.stop, p.step) if isinstance(p, Span) else p for p in self.item)
+        return self.item
+
+
+@dataclass(frozen=True)
+class Const:
+    """A number written in `in` (`in = [1.0, "x"]`, `in = ["x", "${eps}"]`): passed to the op as it is."""
+
+    value: Any  # int, float, bool, or an Expr giving one
+
+    def __str__(self) -> str:
+        return self.value.text if isinstance(self.value, Expr) else repr(self.value)
+
+
+Value = Ref | Const  # what `in` can name
 
 
 @dataclass(frozen=True)
 class Wiring:
-    """What a child of a dataflow block is called with: `in` (references) and `call` (constants)."""
+    """What a child of a dataflow block is called with: `in` (values) and `call` (constants)."""
 
-    args: tuple[Ref, ...] | None  # None: the previous child's output
-    kwargs: Mapping[str, Ref] = field(default_factory=lambda: _EMPTY)
+    args: tuple[Value, ...] | None  # None: the previous child's output
+    kwargs: Mapping[str, Value] = field(default_factory=lambda: _EMPTY)
     call: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    otherwise: Ref | None = None  # `else`: what the child's name means when `when` leaves it out
 
 
 @dataclass(frozen=True)
@@ -119,6 +166,28 @@ class Repeat:
 
     count: Any  # int or Expr
     index: str = "i"
+
+
+@dataclass(frozen=True)
+class Tie:
+    """One entry of `tie`: the parameter it is, and (`{ to = ..., when = ... }`) whether it is tied at all."""
+
+    target: str
+    when: Any = None  # None (always), a bool, or an Expr
+
+
+@dataclass(frozen=True)
+class BufferDecl:
+    """One entry of `buffers`: a tensor computed at build by an op (its `in` may name earlier buffers).
+
+    Persistent buffers have a state-dict key; the others are recomputed wherever the model is
+    built (zoo.load too) and never saved, as torch's register_buffer(persistent=False).
+    """
+
+    name: str
+    node: Node  # an op node: op, arguments, `in`
+    persistent: bool
+    init: InitRule | None  # then an init function fills it in place (`{ shape = [4], init = "normal" }`)
 
 
 @dataclass(frozen=True)
@@ -139,7 +208,9 @@ class Node:
     inputs: tuple[str, ...] = DEFAULT_INPUTS
     out: tuple[Ref, ...] | Ref | None = None  # None: the last child
     params: Mapping[str, tuple[Any, ...]] = field(default_factory=lambda: _EMPTY)  # name → shape
-    tie: Mapping[str, str] = field(default_factory=lambda: _EMPTY)  # parameter path → the one it is
+    buffers: tuple[BufferDecl, ...] = ()  # in declared order: each may take the ones before
+    defaults: Mapping[str, Node] = field(default_factory=lambda: _EMPTY)  # optional input → the op computing it
+    tie: Mapping[str, Tie] = field(default_factory=lambda: _EMPTY)  # parameter path → the one it is
     # how the parent wires, repeats or leaves out this node
     op: str | None = None
     wiring: Wiring | None = None
@@ -147,7 +218,24 @@ class Node:
     repeat: Repeat | None = None
 
 
-Child = Node | SharedRef
+@dataclass(frozen=True)
+class Group:
+    """`{ repeat = N, group = [...] }`: several children repeated together, their copies spliced flat.
+
+    In an array, or under a name with `${...}`, the copies join the parent's children in place
+    (d2l's vgg_block: conv, ReLU, conv, ReLU, … as `0`, `1`, `2`, …); under a plain name they
+    form one Sequential of that name.
+    """
+
+    children: tuple[Child, ...]
+    names: tuple[str | Expr, ...] | None  # set when `group` is a table: names (with `${i}`) per copy
+    path: str
+    loc: Location
+    repeat: Repeat | None = None
+    when: Any = None
+
+
+Child = Node | SharedRef | Group
 
 
 @dataclass(frozen=True)
@@ -167,6 +255,7 @@ class Entry:
     key_map_loc: Location | None = None  # where `weights` was written
     input_dtype: str | None = None  # the example input's dtype (None: the model's float dtype)
     input_high: Any = None  # integer inputs are drawn from [0, high): a vocabulary size
+    require: tuple[tuple[Any, Location], ...] = ()  # `require = ["${n_embd % n_head == 0}"]`: checks, where written
 
 
 def parse_file(path: str | Path, origin: str = "user") -> dict[str, Entry]:
@@ -287,6 +376,7 @@ class _Parser:
                 '`weights` must be a table such as { strip_prefix = "module.", rename = [["^old", "new"]] }',
             )
         node_body = {k: v for k, v in body.items() if k not in ENTRY_ONLY_KEYS}
+        require = self.require(body.get("require", ()), keys + ("require",), name)
         return Entry(
             name=name,
             node=self.node(node_body, keys, name),
@@ -303,7 +393,26 @@ class _Parser:
             key_map_loc=self.loc(keys + ("weights",)) if key_map is not None else None,
             input_dtype=input_dtype,
             input_high=input_high,
+            require=require,
         )
+
+    def require(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[tuple[Any, Location], ...]:
+        """`require = ["${n_embd % n_head == 0}", ...]`: conditions on the arguments, each with its line."""
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        checks = []
+        for index, check in enumerate(value):
+            here = keys + (index,)
+            parsed = self.argument(check, here, f"{path} -> require")
+            if not (isinstance(parsed, bool) or (isinstance(parsed, Expr) and parsed.whole)):
+                raise self.fail(
+                    here,
+                    path,
+                    "`require` lists conditions on the arguments, each one expression such as "
+                    f'"${{n_embd % n_head == 0}}"; got {shown(check)}',
+                )
+            checks.append((parsed, self.loc(here)))
+        return tuple(checks)
 
     def child(self, value: Any, keys: tuple[Any, ...], path: str) -> Child:
         """A block where one is expected: "Name", "@shared", or a table with `type` (or `op`, or `layers`)."""
@@ -331,8 +440,33 @@ class _Parser:
                 return SharedRef(
                     ref.name, path, ref.loc, self.repeat(value.get("repeat"), keys, path), self.when(value, keys, path)
                 )
+            if "group" in value:
+                return self.group(value, keys, path)
             return self.node(value, keys, path, as_child=True)
         raise self.fail(keys, path, f"expected a block (a name or a table with `type`), got {_kind(value)}")
+
+    def group(self, value: dict[str, Any], keys: tuple[Any, ...], path: str) -> Group:
+        """`{ repeat = 2, group = [conv, "ReLU"] }`: children repeated (or left out) together."""
+        extra = sorted(set(value) - {"group", "repeat", "when"})
+        if extra:
+            raise self.fail(keys, path, f"a `group` takes only `repeat` and `when` beside it, not {extra}")
+        body = value["group"]
+        if not isinstance(body, (list, dict)) or not body:
+            raise self.fail(
+                keys + ("group",),
+                path,
+                f'`group` is an array or a table of children, e.g. [conv, "ReLU"]; got {shown(body)}',
+            )
+        children, names = self.layers(body, keys + ("group",), f"{path} -> group")
+        assert children is not None
+        return Group(
+            children,
+            names,
+            path,
+            self.loc(keys),
+            self.repeat(value.get("repeat"), keys, path),
+            self.when(value, keys, path),
+        )
 
     def node(self, body: dict[str, Any], keys: tuple[Any, ...], path: str, as_child: bool = False) -> Node:
         for key in CHILD_KEYS:
@@ -347,9 +481,7 @@ class _Parser:
         if op is not None:
             return self.op_node(body, keys, path)
         layers, layer_names = self.layers(body.get("layers"), keys + ("layers",), path)
-        graph = any(k in body for k in DATAFLOW_KEYS) or any(
-            isinstance(c, Node) and (c.op is not None or c.wiring is not None) for c in layers or ()
-        )
+        graph = any(k in body for k in DATAFLOW_KEYS) or any(_wired(c) for c in layers or ())
         if graph and "type" in body:
             key = next((k for k in DATAFLOW_KEYS if k in body), "layers")
             raise self.fail(
@@ -379,6 +511,7 @@ class _Parser:
                 raise self.fail(keys + ("shared", name), path, "a shared block must be a block, not a reference or op")
             shared[name] = child
         kwargs, key_locs = self.kwargs(body, keys, path)
+        inputs, defaults = self.inputs(body.get("inputs"), keys + ("inputs",), path)
         return Node(
             type=type_,
             kwargs=MappingProxyType(kwargs),
@@ -390,9 +523,11 @@ class _Parser:
             init=self.init_rules(body.get("init", {}), keys + ("init",), path),
             key_locs=MappingProxyType(key_locs),
             graph=graph,
-            inputs=self.inputs(body.get("inputs"), keys + ("inputs",), path),
-            out=self.refs(body["out"], keys + ("out",), path, "out") if "out" in body else None,
+            inputs=inputs,
+            defaults=MappingProxyType(defaults),
+            out=self.outs(body["out"], keys + ("out",), path) if "out" in body else None,
             params=self.params(body.get("params", {}), keys + ("params",), path),
+            buffers=self.buffers(body.get("buffers", {}), keys + ("buffers",), path),
             tie=self.tie(body.get("tie", {}), keys + ("tie",), path),
             wiring=self.wiring(body, keys, path),
             when=self.when(body, keys, path),
@@ -504,55 +639,114 @@ class _Parser:
             return tuple(self.argument(v, keys + (i,), path) for i, v in enumerate(value))
         return value
 
-    def inputs(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[str, ...]:
+    def inputs(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[tuple[str, ...], dict[str, Node]]:
+        """`inputs = ["input_ids", { name = "attention_mask", default = {...} }]`: names, and defaults by name."""
         if value is None:
-            return DEFAULT_INPUTS
-        names = [value] if isinstance(value, str) else value
-        if (
-            not isinstance(names, list)
-            or not names
-            or not all(isinstance(n, str) and _CHILD_NAME.match(n) for n in names)
-        ):
-            raise self.fail(
-                keys, path, f'`inputs` names the block\'s forward arguments, e.g. ["x", "mask"]; got {shown(value)}'
-            )
+            return DEFAULT_INPUTS, {}
+        items = [value] if isinstance(value, str) else value
+        wrong = f'`inputs` names the block\'s forward arguments, e.g. ["x", "mask"]; got {shown(value)}'
+        if not isinstance(items, list) or not items:
+            raise self.fail(keys, path, wrong)
+        names: list[str] = []
+        defaults: dict[str, Node] = {}
+        for index, item in enumerate(items):
+            here = keys + (index,)
+            if isinstance(item, dict):
+                extra = sorted(set(item) - {"name", "default"})
+                name = item.get("name")
+                if extra or not isinstance(name, str) or "default" not in item:
+                    raise self.fail(
+                        here,
+                        path,
+                        'an optional input is { name = "attention_mask", default = ... }, its default a value '
+                        f'("position_ids") or an op ({{ op = "ones_like", in = "input_ids" }}); got {shown(item)}',
+                    )
+                defaults[name] = self.default(item["default"], here + ("default",), f"{path} -> inputs.{name}")
+                item = name
+            elif defaults:
+                raise self.fail(
+                    here, path, f"input '{item}' comes after an optional one; optional inputs come last, as in Python"
+                )
+            if not isinstance(item, str) or not _CHILD_NAME.match(item):
+                raise self.fail(here, path, wrong)
+            names.append(item)
         if len(set(names)) != len(names):
             raise self.fail(keys, path, f"`inputs` names an argument twice: {names}")
-        return tuple(names)
+        return tuple(names), defaults
 
-    def refs(self, value: Any, keys: tuple[Any, ...], path: str, what: str) -> tuple[Ref, ...] | Ref:
-        if isinstance(value, str):
-            return self.ref(value, keys, path, what)
+    def default(self, value: Any, keys: tuple[Any, ...], path: str) -> Node:
+        if isinstance(value, dict) and "op" in value:
+            return self.op_node(value, keys, path)
+        if isinstance(value, str) and not has_template(value):  # a value: its identity, at this line
+            return Node(
+                None,
+                _EMPTY,
+                path,
+                self.loc(keys),
+                op="identity",
+                wiring=Wiring((self.ref(value, keys, path, "default"),)),
+            )
+        raise self.fail(
+            keys,
+            path,
+            'a default is a value of the block ("position_ids") or an op computing it '
+            f'({{ op = "ones_like", in = "input_ids" }}); got {shown(value)}',
+        )
+
+    def outs(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[Ref, ...] | Ref:
+        refs = self.refs(value, keys, path, "out")
+        if any(isinstance(r, Const) for r in (refs if isinstance(refs, tuple) else (refs,))):
+            raise self.fail(keys, path, f"`out` names values of the block, not numbers; got {shown(value)}")
+        return refs  # type: ignore[return-value]  # no Const, just checked
+
+    def refs(self, value: Any, keys: tuple[Any, ...], path: str, what: str) -> tuple[Value, ...] | Value:
         if isinstance(value, list) and value:
-            return tuple(self.ref(v, keys + (i,), path, what) for i, v in enumerate(value))
+            return tuple(self.value_ref(v, keys + (i,), path, what) for i, v in enumerate(value))
+        if not isinstance(value, list):
+            return self.value_ref(value, keys, path, what)
         raise self.fail(
             keys, path, f'`{what}` names values of the block, e.g. "conv1" or ["bn2", "x"]; got {shown(value)}'
         )
 
+    def value_ref(self, value: Any, keys: tuple[Any, ...], path: str, what: str) -> Value:
+        """A name ("conv1", "qkv[0]", "x[:, 0]"), or a number written in place (1.0, "${eps}")."""
+        if isinstance(value, (int, float)) or (isinstance(value, str) and has_template(value)):
+            return Const(self.argument(value, keys, f"{path} -> {what}"))
+        return self.ref(value, keys, path, what)
+
     def ref(self, value: Any, keys: tuple[Any, ...], path: str, what: str) -> Ref:
         match = _REF.match(value) if isinstance(value, str) else None
-        if match is None:
+        if match is not None:
+            return Ref(match.group(1), int(match.group(2)) if match.group(2) is not None else None)
+        indexed = _INDEXED.match(value) if isinstance(value, str) else None
+        index = _parse_index(indexed.group(2)) if indexed is not None else None
+        if indexed is None or index is None:
             hint = (
                 " ('@name' shares a block's weights; a value is named without '@')"
                 if str(value).startswith("@")
                 else ""
             )
+            if indexed is not None:
+                hint = (
+                    " (an index holds ints, slices such as 1:3 or :, None and ...; "
+                    'for an index from a tensor, use op = "index_select" or "gather")'
+                )
             raise self.fail(
                 keys,
                 path,
-                f'`{what}` refers to an input or an earlier child by name ("x", "conv1", "qkv[0]"); '
+                f'`{what}` refers to an input or an earlier child by name ("x", "conv1", "qkv[0]", "x[:, 0]"); '
                 f"got {shown(value)}{hint}",
             )
-        return Ref(match.group(1), int(match.group(2)) if match.group(2) is not None else None)
+        return Ref(indexed.group(1), index)
 
     def wiring(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Wiring | None:
-        if "in" not in body and "call" not in body:
+        if "in" not in body and "call" not in body and "else" not in body:
             return None
-        args: tuple[Ref, ...] | None = None
-        kwargs: dict[str, Ref] = {}
+        args: tuple[Value, ...] | None = None
+        kwargs: dict[str, Value] = {}
         value = body.get("in")
         if isinstance(value, dict):
-            kwargs = {k: self.ref(v, keys + ("in", k), path, "in") for k, v in value.items()}
+            kwargs = {k: self.value_ref(v, keys + ("in", k), path, "in") for k, v in value.items()}
             args = ()
         elif value is not None:
             refs = self.refs(value, keys + ("in",), path, "in")
@@ -561,7 +755,14 @@ class _Parser:
         if not isinstance(call, dict):
             raise self.fail(keys + ("call",), path, "`call` must be a table of keyword arguments given at call time")
         frozen = {k: self.argument(v, keys + ("call", k), f"{path} -> call.{k}") for k, v in call.items()}
-        return Wiring(args, MappingProxyType(kwargs), MappingProxyType(frozen))
+        otherwise = None
+        if "else" in body:
+            if "when" not in body:
+                raise self.fail(
+                    keys + ("else",), path, "`else` names what stands in for a child that `when` leaves out; add `when`"
+                )
+            otherwise = self.ref(body["else"], keys + ("else",), path, "else")
+        return Wiring(args, MappingProxyType(kwargs), MappingProxyType(frozen), otherwise)
 
     def when(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Any:
         value = body.get("when")
@@ -608,15 +809,63 @@ class _Parser:
             shapes[name] = dims
         return MappingProxyType(shapes)
 
-    def tie(self, value: Any, keys: tuple[Any, ...], path: str) -> Mapping[str, str]:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+    def tie(self, value: Any, keys: tuple[Any, ...], path: str) -> Mapping[str, Tie]:
+        wrong = (
+            '`tie` must be a table of "parameter" = "the parameter it is", e.g. { "lm_head.weight" = "wte.weight" }, '
+            'or = { to = "wte.weight", when = "${tie_word_embeddings}" } to tie only when true'
+        )
+        if not isinstance(value, dict):
+            raise self.fail(keys, path, wrong)
+        ties = {}
+        for alias, target in value.items():
+            here = keys + (alias,)
+            if isinstance(target, str):
+                ties[alias] = Tie(target)
+            elif isinstance(target, dict) and isinstance(target.get("to"), str) and set(target) <= {"to", "when"}:
+                ties[alias] = Tie(target["to"], self.when(target, here, f"{path} -> tie.{alias}"))
+            else:
+                raise self.fail(here, path, wrong)
+        return MappingProxyType(ties)
+
+    def buffers(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[BufferDecl, ...]:
+        """`buffers = { inv_freq = { op = "pow", in = [...], persistent = false }, mask = "${[1, 0]}" }`."""
+        if not isinstance(value, dict):
             raise self.fail(
                 keys,
                 path,
-                '`tie` must be a table of "parameter" = "the parameter it is", '
-                'e.g. { "lm_head.weight" = "wte.weight" }',
+                '`buffers` must be a table of name = value, e.g. { position_ids = { op = "arange", end = 512 } }',
             )
-        return MappingProxyType(dict(value))
+        found = []
+        for name, body in value.items():
+            here = keys + (name,)
+            where = f"{path} -> buffers.{name}"
+            if not _CHILD_NAME.match(name):
+                raise self.fail(here, path, f"buffer name '{name}' must hold only letters, digits and '_'")
+            if not isinstance(body, dict):  # "${[1, 2]}", 3.0, [1, 2]: a constant tensor
+                body = {"op": "tensor", "data": body}
+            body = dict(body)
+            persistent = body.pop("persistent", True)
+            if not isinstance(persistent, bool):
+                raise self.fail(here + ("persistent",), path, "`persistent` must be true or false")
+            rule = body.pop("init", None)
+            if "op" not in body:
+                if "shape" not in body:
+                    raise self.fail(
+                        here,
+                        path,
+                        'a buffer is a value ("${[1, 0]}"), an op ({ op = "arange", end = 512 }) or a shape with an '
+                        f'init function ({{ shape = [4], init = "zeros" }}); got {shown(value[name])}',
+                    )
+                body = {"op": "zeros", **body}
+            init = None
+            if rule is not None:
+                (init,) = self.init_rules({name: rule}, keys, where)
+            if any(k in body for k in ("when", "repeat", "group", "else")):
+                raise self.fail(
+                    here, path, "a buffer is computed once, at build: it takes no `when`, `repeat` or `else`"
+                )
+            found.append(BufferDecl(name, self.op_node(body, here, where), persistent, init))
+        return tuple(found)
 
     def init_rules(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[InitRule, ...]:
         if not isinstance(value, dict):
@@ -667,6 +916,58 @@ def _kind(value: Any) -> str:
     return {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(
         type(value), type(value).__name__
     )
+
+
+def _wired(child: Child) -> bool:
+    """Whether a child says what it takes (or is an op): its parent is then a dataflow graph."""
+    if isinstance(child, Group):
+        return any(_wired(c) for c in child.children)
+    return isinstance(child, Node) and (child.op is not None or child.wiring is not None)
+
+
+def _bound(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _part_text(part: IndexPart) -> str:
+    return "..." if part is Ellipsis else str(part)
+
+
+def _parse_index(text: str) -> tuple[IndexPart, ...] | None:
+    """`[:, 0]` → (Span(None, None, None), 0); None when it is not a plain index (ints, slices, None, ...)."""
+    try:
+        tree = ast.parse(f"_{text}", mode="eval").body
+    except SyntaxError:
+        return None
+    if not isinstance(tree, ast.Subscript) or not isinstance(tree.value, ast.Name):  # one index, not x[0][1]
+        return None
+    parts = tree.slice.elts if isinstance(tree.slice, ast.Tuple) else [tree.slice]
+
+    def number(node: ast.expr | None) -> tuple[bool, int | None]:
+        if node is None:
+            return True, None
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            ok, value = number(node.operand)
+            return ok and value is not None, -value if value is not None else None
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return True, node.value
+        return False, None
+
+    index: list[IndexPart] = []
+    for part in parts:
+        if isinstance(part, ast.Slice):
+            bounds = [number(part.lower), number(part.upper), number(part.step)]
+            if not all(ok for ok, _ in bounds):
+                return None
+            index.append(Span(bounds[0][1], bounds[1][1], bounds[2][1]))
+        elif isinstance(part, ast.Constant) and (part.value is None or part.value is Ellipsis):
+            index.append(part.value)
+        else:
+            ok, value = number(part)
+            if not ok or value is None:
+                return None
+            index.append(value)
+    return tuple(index)
 
 
 # --- key → line map ----------------------------------------------------------------------

@@ -138,7 +138,9 @@ def _parse_one(source: str, text: str, where: str) -> ast.Expression:
         if isinstance(node, ast.Call) and not (
             isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and not node.keywords
         ):
-            raise SpecError(f"{where}: '{clip(text)}': only min(...), max(...) and len(...) can be called in an expression.")
+            raise SpecError(
+                f"{where}: '{clip(text)}': only min(...), max(...) and len(...) can be called in an expression."
+            )
     return tree
 
 

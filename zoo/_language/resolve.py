@@ -21,19 +21,30 @@ from zoo._language.declarations import (
     DEFAULT_INPUTS,
     LANGUAGE_KEYS,
     MAX_NESTING,
+    Child,
+    Const,
     Entry,
+    Group,
     InitRule,
     Location,
     Node,
     Ref,
     SharedRef,
+    Value,
     Wiring,
 )
 from zoo._language.expressions import Expr, names_in
 from zoo._language.keymap import KeyMap
 from zoo._language.names import is_argument_name, refusal
 from zoo._language.registry import Provider, Registry
-from zoo._language.signatures import UNRESOLVED, check_call, check_init_kwargs, check_op_call
+from zoo._language.signatures import (
+    UNRESOLVED,
+    check_call,
+    check_init_kwargs,
+    check_op_call,
+    takes_mode,
+    takes_tensors,
+)
 
 # --- the resolved tree ------------------------------------------------------------------------
 
@@ -73,10 +84,20 @@ class Step:
     op: str | None
     fn: Callable[..., Any] | None
     op_kwargs: Mapping[str, Any]
-    args: tuple[Ref, ...]
-    kwargs: Mapping[str, Ref]
+    args: tuple[Value, ...]  # references, or numbers written in `in`
+    kwargs: Mapping[str, Value]
     call: Mapping[str, Any]
     where: str
+    mode: bool = False  # the op takes the block's training mode as `training`
+
+
+@dataclass(frozen=True, eq=False)
+class Buffer:
+    """A tensor a dataflow block computes at build (an op on constants and earlier buffers) and keeps."""
+
+    step: Step  # the op call that computes it; step.name is the buffer's name
+    persistent: bool  # has a state-dict key (saved); otherwise recomputed wherever the model is built
+    init: Init | None  # an init function that then fills it in place
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,6 +113,10 @@ class Graph:
     init: tuple[Init, ...]
     shared: Mapping[str, Resolved]
     where: str
+    buffers: tuple[Buffer, ...] = ()
+    defaults: Mapping[str, Step] = field(
+        default_factory=dict
+    )  # optional input → the op that computes it when not given
 
 
 @dataclass(frozen=True, eq=False)
@@ -339,6 +364,7 @@ class _Resolver:
         args = _Args(entry, params, where)
         outer, self.entries = self.entries, (*self.entries, entry.name)
         try:
+            self.require(entry, args, where)
             root = self.node(entry.node, args, direct, graph_name=entry.name)
         except _Broken:
             root = None
@@ -352,6 +378,34 @@ class _Resolver:
                 shape = self.input_shape(inner[-1].entry, _Args(inner[-1].entry, {}, where), where)
         self.warn_unused(entry, args)
         return root, shape
+
+    def require(self, entry: Entry, args: Mapping[str, Any], where: str) -> None:
+        """Every `require` condition holds, or the entry is not resolved further (its errors would follow from it)."""
+        failed = False
+        for check, loc in entry.require:
+            at = f"{loc}: {where} -> require"
+            try:
+                holds = evaluate(check, args, at)
+            except ZooError as err:
+                self.errors.append(err)
+                failed = True
+                continue
+            if holds is True:
+                continue
+            failed = True
+            text = check.text if isinstance(check, Expr) else repr(check)
+            if not isinstance(holds, bool):
+                self.errors.append(SpecError(f"{at}: '{text}' must be true or false, got {holds!r}."))
+                continue
+            names = sorted(check.names) if isinstance(check, Expr) else []
+            given = ", ".join(f"{n} = {_shown(args.get(n))}" for n in names)
+            self.errors.append(
+                SpecError(
+                    f"{at}: '{text}' does not hold" + (f" with {given}." if given else ".") + " Change the arguments."
+                )
+            )
+        if failed:
+            raise _Broken()
 
     def input_shape(self, entry: Entry, args: Mapping[str, Any], where: str) -> tuple[int, ...] | None:
         if entry.input_shape is None:
@@ -509,7 +563,7 @@ class _Resolver:
     # --- children: repeat, when, names ------------------------------------------------------------
 
     def copies(
-        self, child: Node | SharedRef, label: str | Expr | None, scope: Mapping[str, Any]
+        self, child: Child, label: str | Expr | None, scope: Mapping[str, Any]
     ) -> Iterator[tuple[str | None, Mapping[str, Any], bool]]:
         """(name, scope, splice) for each copy of a child that `when` keeps.
 
@@ -532,10 +586,11 @@ class _Resolver:
             if self.kept(child, inner, where):
                 yield self.label(label, inner, where) if splice else None, inner, splice
 
-    def kept(self, child: Node | SharedRef, scope: Mapping[str, Any], where: str) -> bool:
-        if child.when is None:
-            return True
-        keep = self.attempt(lambda: evaluate(child.when, scope, f"{where} -> when"))
+    def kept(self, child: Child, scope: Mapping[str, Any], where: str) -> bool:
+        return child.when is None or self.kept_when(child.when, scope, f"{where} -> when")
+
+    def kept_when(self, when: Any, scope: Mapping[str, Any], where: str) -> bool:
+        keep = self.attempt(lambda: evaluate(when, scope, where))
         if not isinstance(keep, bool):
             raise self.fail(SpecError(f"{where}: `when` must be true or false, got {keep!r}."))
         return keep
@@ -580,29 +635,68 @@ class _Resolver:
         names: list[str] = []
         children: list[Resolved] = []
         outer, self.values = self.values, {n: Ref(n) for n in node.layer_names or () if isinstance(n, str)}
-        for index, child in enumerate(node.layers or ()):
-            label = node.layer_names[index] if node.layer_names is not None else None
-            try:
-                for name, inner, splice in self.copies(child, label, scope):
-                    if not splice:  # `layer1 = { repeat = 2, ... }`: a Sequential of the copies
-                        names.append(str(label))
-                        children.append(self.container(child, inner, scope))
-                        break
-                    children.append(self.child(child, inner))
-                    names.append(name if name is not None else str(len(children) - 1))
-            except _Broken:
-                continue
+        self.chain(node.layers or (), node.layer_names, scope, names, children)
         self.values = outer
         self.unique(node, names)
         return names, children
 
-    def container(self, child: Node | SharedRef, first: Mapping[str, Any], scope: Mapping[str, Any]) -> Block:
-        """The copies of a plain-named repeat, chained in one Sequential."""
+    def chain(
+        self,
+        layers: tuple[Child, ...],
+        labels: tuple[str | Expr, ...] | None,
+        scope: Mapping[str, Any],
+        names: list[str],
+        children: list[Resolved],
+    ) -> None:
+        """Append each child of a chain (a group's copies spliced in place) to `names` and `children`."""
+        for index, child in enumerate(layers):
+            label = labels[index] if labels is not None else None
+            try:
+                for name, inner, splice in self.copies(child, label, scope):
+                    if not splice:  # `layer1 = { repeat = 2, ... }`: a Sequential of the copies
+                        names.append(str(label))
+                        if isinstance(child, Group):
+                            children.append(self.group_container(child, scope))
+                        else:
+                            children.append(self.container(child, inner, scope))
+                        break
+                    if isinstance(child, Group):
+                        self.chain(child.children, child.names, inner, names, children)
+                        continue
+                    children.append(self.child(child, inner))
+                    names.append(name if name is not None else str(len(children) - 1))
+            except _Broken:
+                continue
+
+    def container(
+        self, child: Node | SharedRef, first: Mapping[str, Any], scope: Mapping[str, Any], chain: bool = False
+    ) -> Block:
+        """The copies of a plain-named repeat in one container: a Sequential, or a Chain when they take several values.
+
+        A Chain passes its first input through the copies and the other inputs to each.
+        """
         assert child.repeat is not None
         copies = [self.child(child, inner) for _, inner, _ in self.copies(child, None, scope)]
+        kind = "Chain" if chain else "Sequential"
+        provider = self.registry.resolve(kind)
+        return self.call(provider, kind, {}, tuple(copies), None, None, (), {}, f"{child.path} (repeat)", child.loc)
+
+    def group_container(self, group: Group, scope: Mapping[str, Any]) -> Block:
+        """The copies of a plain-named group, spliced flat into one Sequential (`stage.0`, `stage.1`, …)."""
+        names: list[str] = []
+        children: list[Resolved] = []
+        for _, inner, _ in self.copies(group, None, scope):
+            self.chain(group.children, group.names, inner, names, children)
+        where = _at(group.loc, group.path)
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise self.fail(SpecError(f"{where}: two children are named '{name}' (after `repeat`)."))
+            seen.add(name)
+        labels = tuple(names) if group.names is not None else None
         provider = self.registry.resolve("Sequential")
         return self.call(
-            provider, "Sequential", {}, tuple(copies), None, None, (), {}, f"{child.path} (repeat)", child.loc
+            provider, "Sequential", {}, tuple(children), labels, None, (), {}, f"{group.path} (group)", group.loc
         )
 
     def callable_child(self, child: Resolved) -> None:
@@ -650,9 +744,19 @@ class _Resolver:
             if not all(type(d) is int and d >= 0 for d in shape):
                 self.errors.append(SpecError(f"{where} -> params.{pname}: a shape holds sizes, got {list(shape)}."))
             params[pname] = shape
-        known: dict[str, Ref] = {n: Ref(n) for n in (*node.inputs, *params)}  # name → the value it means
-        for clash in set(node.inputs) & set(params):
-            self.errors.append(SpecError(f"{where}: '{clash}' is both an input and a parameter."))
+        known: dict[str, Ref] = {n: Ref(n) for n in params}  # name → the value it means
+        buffers = self.buffers(node, scope, known)
+        defaults: dict[str, Step] = {}
+        for input_name in node.inputs:
+            if input_name in known:
+                self.errors.append(SpecError(f"{where}: '{input_name}' is both an input and a parameter or buffer."))
+            default = node.defaults.get(input_name)
+            if default is not None:  # computed from the inputs before it, parameters and buffers
+                try:
+                    defaults[input_name] = self.default(input_name, default, scope, known)
+                except _Broken:
+                    pass
+            known[input_name] = Ref(input_name)
         previous = Ref(node.inputs[0])
         steps: list[Step] = []
         outer, self.values = self.values, known
@@ -671,30 +775,139 @@ class _Resolver:
         out = self.out(node, known, previous)
         self.check_inplace(steps, out, node)
         graph = Graph(
-            name, node.inputs, tuple(steps), out, params, node.tie, self.init(node.init, scope), shared, where
+            name,
+            node.inputs,
+            tuple(steps),
+            out,
+            params,
+            self.ties(node, scope),
+            self.init(node.init, scope),
+            shared,
+            where,
+            tuple(buffers),
+            defaults,
         )
         self.check_ties(graph, node)
         return graph
 
+    def buffers(self, node: Node, scope: Mapping[str, Any], known: dict[str, Ref]) -> list[Buffer]:
+        """Each buffer's op, taking constants and the buffers declared before it."""
+        found = []
+        for buffer in node.buffers:
+            decl = buffer.node
+            where = _at(decl.loc, decl.path)
+            before = {n: r for n, r in known.items() if n not in node.params}
+            try:
+                if buffer.name in known:
+                    raise self.fail(SpecError(f"{where}: '{buffer.name}' names a parameter and a buffer."))
+                wiring = decl.wiring
+                args, kwargs = (
+                    self.wire(wiring, before, None, where, scope) if wiring and wiring.args is not None else ((), {})
+                )
+                step = self.op_step(buffer.name, decl, scope, args, kwargs, {}, where, in_forward=False)
+            except _Broken:
+                known.setdefault(buffer.name, _BROKEN)  # what takes it stays quiet
+                continue
+            init = self.init((buffer.init,), scope)[0] if buffer.init is not None else None
+            found.append(Buffer(step, buffer.persistent, init))
+            known[buffer.name] = Ref(buffer.name)
+        return found
+
+    def default(self, name: str, default: Node, scope: Mapping[str, Any], known: Mapping[str, Ref]) -> Step:
+        """The op that computes an optional input when the caller does not give it."""
+        at = _at(default.loc, default.path)
+        args, kwargs = self.wire(default.wiring, known, None, at, scope)
+        return self.op_step(name, default, scope, args, kwargs, {}, at)
+
+    def op_step(
+        self,
+        name: str,
+        child: Node,
+        scope: Mapping[str, Any],
+        args: tuple[Value, ...],
+        kwargs: Mapping[str, Value],
+        call: Mapping[str, Any],
+        where: str,
+        in_forward: bool = True,
+    ) -> Step:
+        """An op call, checked against the op's signature: its arguments, the values `in` gives, its mode."""
+        op = child.op or ""
+        fn = self.attempt(lambda: self.registry.op(op, where=where)).fn
+        op_kwargs = self.kwargs(child, scope)
+        if any(v is UNRESOLVED for v in op_kwargs.values()):
+            raise _Broken()
+        mode = takes_mode(fn)
+        if mode and "training" in {**op_kwargs, **kwargs, **call}:
+            raise self.fail(
+                SpecError(
+                    f"{where}: op '{op}' takes the block's mode as `training` (model.train() / model.eval()); "
+                    "a declaration does not set it."
+                )
+            )
+        if in_forward and not takes_tensors(fn):
+            raise self.fail(
+                SpecError(
+                    f"{where}: op '{op}' makes a tensor from constants alone; declare it under `buffers`, computed "
+                    "once at build and moved with the model, or make it from a value (zeros_like, positions)."
+                )
+            )
+        given = {k: v.value if isinstance(v, Const) else UNRESOLVED for k, v in kwargs.items()}
+        inputs = [a.value if isinstance(a, Const) else UNRESOLVED for a in args]
+        before = len(self.errors)
+        check_op_call(
+            self.errors, op, fn, inputs, {**op_kwargs, **given, **call}, child.loc, child.path, child.key_locs
+        )
+        if len(self.errors) > before:
+            raise _Broken()
+        if _BROKEN in args or _BROKEN in kwargs.values():
+            raise _Broken()  # checked itself, but it takes a value whose step failed
+        return Step(name, None, op, fn, op_kwargs, args, kwargs, call, where, mode)
+
     def step(
         self,
         node: Node,
-        child: Node | SharedRef,
+        child: Child,
         label: str | Expr | None,
         scope: Mapping[str, Any],
         known: dict[str, Ref],
         steps: list[Step],
         previous: Ref,
     ) -> Ref:
-        """Add the steps for one declared child (several with `repeat`); return what the next child takes."""
+        """Add the steps for one declared child (several with `repeat`); return what the next child takes.
+
+        Copies of a repeated child are chained: each after the first takes the previous copy's
+        output in place of its first input, and the same other inputs.
+        """
         where = _at(child.loc, child.path)
         wiring = child.wiring if isinstance(child, Node) else None
         kept = False
-        for name, inner, splice in self.copies(child, label, scope):
+        for copy, (name, inner, splice) in enumerate(self.copies(child, label, scope)):
             kept = True
+            if isinstance(child, Group):
+                if not splice:  # `stage = { repeat = 2, group = [...] }`: one Sequential of the flat copies
+                    block: Resolved | None = self.group_container(child, scope)
+                    steps.append(Step(str(label), block, None, None, {}, (previous,), {}, {}, where))
+                    known[str(label)] = previous = Ref(str(label))
+                    break
+                for index, inner_child in enumerate(child.children):
+                    inner_label = child.names[index] if child.names is not None else None
+                    try:
+                        previous = self.step(node, inner_child, inner_label, inner, known, steps, previous)
+                    except _Broken:
+                        continue
+                continue
             if name is None:
                 name = str(len(steps)) if splice else str(label)
-            args, kwargs = self.wire(wiring, known, previous, where)
+            args, kwargs = self.wire(wiring, known, previous, where, inner)
+            if copy > 0 and child.repeat is not None and wiring is not None and wiring.args is not None:
+                if not args:
+                    raise self.fail(
+                        SpecError(
+                            f"{where}: a repeated child's copies are chained through their first input, but this one "
+                            "takes its values by name; give `in` as an array, the chained value first."
+                        )
+                    )
+                args = (previous, *args[1:])
             try:
                 call = evaluate(wiring.call if wiring else {}, inner, f"{where} -> call")
             except ZooError as err:
@@ -708,64 +921,74 @@ class _Resolver:
                     )
                 )
             if not splice:
-                block: Resolved | None = self.container(child, inner, scope)
-                op = fn = None
-                op_kwargs: dict[str, Any] = {}
+                block = self.container(child, inner, scope, chain=len(args) > 1 or bool(kwargs))
+                step = Step(name, block, None, None, {}, args, kwargs, call, where)
             elif isinstance(child, Node) and child.op is not None:
-                block = None
-                op = child.op
-                fn = self.attempt(lambda: self.registry.op(child.op or "", where=where)).fn
-                op_kwargs = self.kwargs(child, inner)
-                if any(v is UNRESOLVED for v in op_kwargs.values()):
-                    raise _Broken()
-                before = len(self.errors)
-                given = {**op_kwargs, **kwargs, **call}
-                check_op_call(self.errors, op, fn, len(args), given, child.loc, child.path, child.key_locs)
-                if len(self.errors) > before:
-                    raise _Broken()
+                step = self.op_step(name, child, inner, args, kwargs, call, where)
             else:
                 block = self.child(child, inner)
-                op = fn = None
-                op_kwargs = {}
+                step = Step(name, block, None, None, {}, args, kwargs, call, where)
             if name in known:
                 raise self.fail(
                     SpecError(
                         f"{where}: '{name}' names two values of this block "
-                        "(inputs, params and children share one namespace)."
+                        "(inputs, params, buffers and children share one namespace)."
                     )
                 )
-            self.spend(len(args) + len(kwargs) + _tree_size(call) + _tree_size(op_kwargs), where)
+            self.spend(len(args) + len(kwargs) + _tree_size(call) + _tree_size(step.op_kwargs), where)
             if _BROKEN in args or _BROKEN in kwargs.values():
                 raise _Broken()  # checked itself, but it takes a value whose step failed
-            if block is not None:
-                self.callable_child(block)
-            steps.append(Step(name, block, op, fn, op_kwargs, args, kwargs, call, where))
+            if step.block is not None:
+                self.callable_child(step.block)
+            steps.append(step)
             known[name] = Ref(name)
             previous = Ref(name)
             if not splice:
                 break
         if not kept and isinstance(label, str):
-            # Left out by `when`: a reference to it means what it would have taken (torchvision's
-            # `if self.downsample is not None`).
-            args, kwargs = self.wire(wiring, known, previous, where)
-            if len(args) != 1 or kwargs:
-                raise self.fail(
-                    SpecError(
-                        f"{where}: a child left out by `when` must take exactly one value, which stands in for it."
+            # Left out by `when`: a reference to it means what stands in for it (torchvision's
+            # `if self.downsample is not None`): `else`, or the one value it takes.
+            if wiring is not None and wiring.otherwise is not None:
+                stand_in = self.ref(wiring.otherwise, known, f"{where} -> else")
+            elif isinstance(child, Group):
+                stand_in = previous
+            else:
+                args, kwargs = self.wire(wiring, known, previous, where, scope)
+                if len(args) != 1 or kwargs or isinstance(args[0], Const):
+                    taken = ", ".join(str(v) for v in (*args, *kwargs.values()))
+                    raise self.fail(
+                        SpecError(
+                            f"{where}: a child left out by `when` stands for the value it takes, but this one takes "
+                            f'{len(args) + len(kwargs)} ({taken}); say which stands in with else = "...".'
+                        )
                     )
-                )
-            known[label] = args[0]
-            return args[0]
+                stand_in = args[0]
+            known[label] = stand_in
+            return stand_in
         return previous
 
     def wire(
-        self, wiring: Wiring | None, known: Mapping[str, Ref], previous: Ref, where: str
-    ) -> tuple[tuple[Ref, ...], dict[str, Ref]]:
+        self,
+        wiring: Wiring | None,
+        known: Mapping[str, Ref],
+        previous: Ref | None,
+        where: str,
+        scope: Mapping[str, Any],
+    ) -> tuple[tuple[Value, ...], dict[str, Value]]:
         if wiring is None or (wiring.args is None and not wiring.kwargs):
-            return (previous,), {}
-        args = tuple(self.ref(r, known, where) for r in wiring.args or ())
-        kwargs = {k: self.ref(r, known, where) for k, r in wiring.kwargs.items()}
+            return ((previous,) if previous is not None else ()), {}
+        args = tuple(self.in_value(r, known, where, scope) for r in wiring.args or ())
+        kwargs = {k: self.in_value(r, known, where, scope) for k, r in wiring.kwargs.items()}
         return args, kwargs
+
+    def in_value(self, value: Value, known: Mapping[str, Ref], where: str, scope: Mapping[str, Any]) -> Value:
+        """A value of `in`: a reference checked against what is known here, or a number (expressions evaluated)."""
+        if isinstance(value, Ref):
+            return self.ref(value, known, where)
+        number = self.attempt(lambda: evaluate(value.value, scope, f"{where} -> in"))
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise self.fail(SpecError(f"{where}: `in` holds {number!r}; a value written in `in` is a number."))
+        return Const(number)
 
     def ref(self, ref: Ref, known: Mapping[str, Ref], where: str) -> Ref:
         if known.get(ref.name) is _BROKEN or (ref.name not in known and self.unnamed_broken):
@@ -803,22 +1026,40 @@ class _Resolver:
             *(r for s in steps for r in (*s.args, *s.kwargs.values())),
             *(out if isinstance(out, tuple) else (out,)),
         ):
-            takers[ref.name] = takers.get(ref.name, 0) + 1
+            if isinstance(ref, Ref):
+                takers[ref.name] = takers.get(ref.name, 0) + 1
         for step in steps:
-            if step.op_kwargs.get("inplace") is True and step.args:
+            if step.op_kwargs.get("inplace") is True and step.args and isinstance(step.args[0], Ref):
                 first = step.args[0].name
-                if first in node.inputs or first in node.params or takers.get(first, 0) > 1:
+                if (
+                    first in node.inputs
+                    or first in node.params
+                    or any(b.name == first for b in node.buffers)
+                    or takers.get(first, 0) > 1
+                ):
                     self.errors.append(
                         SpecError(
                             f"{step.where}: inplace = true would overwrite '{first}', which "
                             + (
-                                "is an input or parameter of the block"
+                                "is an input, parameter or buffer of the block"
                                 if takers.get(first, 0) <= 1
                                 else "other children also take"
                             )
                             + "; drop inplace, or overwrite a value nothing else uses."
                         )
                     )
+
+    def ties(self, node: Node, scope: Mapping[str, Any]) -> dict[str, str]:
+        """The `tie` entries whose `when` holds."""
+        kept = {}
+        where = _at(node.loc, node.path)
+        for alias, tie in node.tie.items():
+            try:
+                if tie.when is None or self.kept_when(tie.when, scope, f"{where} -> tie.{alias}"):
+                    kept[alias] = tie.target
+            except _Broken:
+                continue
+        return kept
 
     def check_ties(self, graph: Graph, node: Node) -> None:
         names = {s.name for s in graph.steps} | set(graph.params)
@@ -859,6 +1100,15 @@ class _Resolver:
         return tuple(resolved)
 
 
+def _shown(value: Any) -> str:
+    """An argument's value as TOML writes it, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return repr(value)
+
+
 def calls_children(provider: Provider) -> bool:
     """Whether a block calls its children in a chain: a Sequential, or a class that says `chains_children = True`."""
     factory = provider.factory
@@ -890,7 +1140,16 @@ def split_overrides(entry: Entry, overrides: Mapping[str, Any], where: str) -> t
     return params, direct
 
 
-def _names_in_node(node: Node | SharedRef) -> Iterator[str]:
+def _names_in_node(node: Child) -> Iterator[str]:
+    if isinstance(node, Group):
+        yield from names_in(node.when)
+        if node.repeat is not None:
+            yield from names_in(node.repeat.count)
+        for label in node.names or ():
+            yield from names_in(label)
+        for child in node.children:
+            yield from _names_in_node(child)
+        return
     if isinstance(node, SharedRef):
         yield from names_in(node.when)
         if node.repeat is not None:
@@ -899,6 +1158,18 @@ def _names_in_node(node: Node | SharedRef) -> Iterator[str]:
     yield from names_in(node.kwargs)
     yield from names_in(node.when)
     yield from names_in(tuple(node.params.values()))
+    for buffer in node.buffers:
+        yield from _names_in_node(buffer.node)
+        if buffer.init is not None:
+            yield from names_in(buffer.init.kwargs)
+    for default in node.defaults.values():
+        yield from _names_in_node(default)
+    for tie in node.tie.values():
+        yield from names_in(tie.when)
+    if node.wiring is not None:
+        yield from names_in(
+            tuple(v.value for v in (*(node.wiring.args or ()), *node.wiring.kwargs.values()) if isinstance(v, Const))
+        )
     if node.repeat is not None:
         yield from names_in(node.repeat.count)
     if node.wiring is not None:
@@ -939,15 +1210,20 @@ def declaration(tree: Resolved) -> Any:
             previous = Ref(step.name)
         if (
             tree.inputs != DEFAULT_INPUTS
+            or tree.defaults
             or not any("in" in body or "op" in body for body in layers.values())
-            and not (tree.params or tree.tie)
+            and not (tree.params or tree.tie or tree.buffers)
         ):
-            out["inputs"] = list(tree.inputs)  # also what marks a chain with nothing else as a graph
+            out["inputs"] = [  # also what marks a chain with nothing else as a graph
+                {"name": n, "default": _step(tree.defaults[n], None)} if n in tree.defaults else n for n in tree.inputs
+            ]
         out["layers"] = layers
         if tree.out != previous:
             out["out"] = str(tree.out) if not isinstance(tree.out, tuple) else [str(r) for r in tree.out]
         if tree.params:
             out["params"] = {n: list(s) for n, s in tree.params.items()}
+        if tree.buffers:
+            out["buffers"] = {b.step.name: _buffer(b) for b in tree.buffers}
         if tree.tie:
             out["tie"] = dict(tree.tie)
     if tree.shared:
@@ -964,7 +1240,8 @@ def declaration(tree: Resolved) -> Any:
     return out
 
 
-def _step(step: Step, previous: Ref) -> Any:
+def _step(step: Step, previous: Ref | None) -> Any:
+    """A step as a child's table; `previous` is what it would take without `in` (None: nothing)."""
     if step.block is not None:
         body = declaration(step.block)
         body = {"use": body} if isinstance(body, str) else body
@@ -972,11 +1249,24 @@ def _step(step: Step, previous: Ref) -> Any:
         body = {"op": step.op}
         _put_kwargs(body, step.op_kwargs)
     if step.kwargs:
-        body["in"] = {k: str(r) for k, r in step.kwargs.items()}
-    elif step.args != (previous,):  # the previous value is what a child takes unless it says otherwise
-        body["in"] = str(step.args[0]) if len(step.args) == 1 else [str(r) for r in step.args]
+        body["in"] = {k: _in(r) for k, r in step.kwargs.items()}
+    elif step.args != ((previous,) if previous is not None else ()):  # else it takes the previous value
+        body["in"] = _in(step.args[0]) if len(step.args) == 1 else [_in(r) for r in step.args]
     if step.call:
         body["call"] = {k: _plain(v) for k, v in step.call.items()}
+    return body
+
+
+def _in(value: Value) -> Any:
+    return value.value if isinstance(value, Const) else str(value)
+
+
+def _buffer(buffer: Buffer) -> dict[str, Any]:
+    body: dict[str, Any] = _step(buffer.step, None)
+    if not buffer.persistent:
+        body["persistent"] = False
+    if buffer.init is not None:
+        body["init"] = {"fn": buffer.init.fn_name, **{k: _plain(v) for k, v in buffer.init.kwargs.items()}}
     return body
 
 

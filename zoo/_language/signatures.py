@@ -9,13 +9,22 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from zoo._errors import ArgumentError, ZooError, did_you_mean, listing, nearest, shown
 from zoo._language.declarations import BLOCK_NODE_KEYS, OP_NODE_KEYS, Location, Node
 
 UNRESOLVED = object()  # an argument whose value is a block or a broken expression: not type-checked
+
+
+@dataclass(frozen=True)
+class Between:
+    """`Annotated[float, Between(0, 1)]`: a number from low to high, inclusive (a probability)."""
+
+    low: float
+    high: float
 
 
 def check_call(
@@ -74,15 +83,17 @@ def check_op_call(
     errors: list[ZooError],
     op: str,
     fn: Callable[..., Any],
-    n_inputs: int,
+    inputs: Sequence[Any],
     kwargs: Mapping[str, Any],
     loc: Location,
     path: str,
     key_locs: Mapping[str, Location],
 ) -> None:
-    """Append what is wrong with calling op `fn` on `n_inputs` tensors with keyword arguments `kwargs`.
+    """Append what is wrong with calling op `fn` on `inputs` with keyword arguments `kwargs`.
 
-    Messages name `loc` (the op's file:line), or the key's own line from `key_locs`, then `path`.
+    `inputs` are the values `in` gives: UNRESOLVED for a tensor (a reference), the number itself
+    for one written in place, which must fit the parameter it lands on. Messages name `loc` (the
+    op's file:line), or the key's own line from `key_locs`, then `path`.
     """
     where = f"{loc}: {path}"
     sig = _signature(fn)
@@ -90,10 +101,10 @@ def check_op_call(
         return
     params = list(sig.parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
-    n_inputs += sum(1 for p in positional if p.name in kwargs)  # tensors given by name: in = { q = "q", ... }
+    varargs = next((p for p in params if p.kind is p.VAR_POSITIONAL), None)
+    n_inputs = len(inputs) + sum(1 for p in positional if p.name in kwargs)  # tensors by name: in = { q = "q" }
     required = [p for p in positional if p.default is p.empty]
-    if n_inputs < len(required) or (not varargs and n_inputs > len(positional)):
+    if n_inputs < len(required) or (varargs is None and n_inputs > len(positional)):
         takes = (
             f"{len(required)} or more"
             if varargs
@@ -103,6 +114,18 @@ def check_op_call(
         errors.append(ArgumentError(f"{where}: op '{op}' takes {takes} inputs ({names}), but `in` gives {n_inputs}."))
     named = {p.name: p for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     hints = type_hints(fn)
+    for index, value in enumerate(inputs):
+        param = positional[index] if index < len(positional) else varargs
+        if param is None or value is UNRESOLVED:
+            continue
+        expected = hints.get(param.name)
+        if expected is not None and fits(value, expected) is not True:
+            errors.append(
+                ArgumentError(
+                    f"{where}: op '{op}' takes {describe_type(expected)} as '{param.name}' "
+                    f"(input {index + 1} of `in`), not the number {value!r}."
+                )
+            )
     for key, value in kwargs.items():
         if key not in named:
             errors.append(
@@ -132,6 +155,20 @@ def _nearest_key(key: str, arguments: Iterable[str], language: Iterable[str]) ->
         return hint
     match = nearest(key, language)
     return f" Did you mean the language key `{match}`?" if match else ""
+
+
+def takes_tensors(fn: Callable[..., Any]) -> bool:
+    """Whether op `fn` takes any value from `in` (ops that take none make tensors from constants)."""
+    sig = _signature(fn)
+    return sig is None or any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in sig.parameters.values()
+    )
+
+
+def takes_mode(fn: Callable[..., Any]) -> bool:
+    """Whether op `fn` has a `training` parameter, which zoo fills with the block's mode."""
+    sig = _signature(fn)
+    return sig is not None and "training" in sig.parameters
 
 
 def check_init_kwargs(
@@ -188,7 +225,7 @@ def children_style(factory: Callable[..., Any]) -> str | None:
 def type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
     target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
     try:
-        return typing.get_type_hints(target)
+        return typing.get_type_hints(target, include_extras=True)  # extras: Annotated[float, Between(0, 1)]
     except Exception:  # unresolvable forward references: check only what is plain
         try:
             return {
@@ -203,6 +240,13 @@ def type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
 def fits(value: Any, expected: Any) -> bool | None:
     """Whether a TOML value fits an annotation: True, False, or None when zoo cannot tell."""
     origin = typing.get_origin(expected)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(expected)
+        fit = fits(value, base)
+        bounds = [e for e in extras if isinstance(e, Between)]
+        if fit is not True or not bounds:
+            return fit
+        return all(b.low <= value <= b.high for b in bounds)
     if origin is typing.Union or origin is types.UnionType:
         results = [fits(value, arg) for arg in typing.get_args(expected)]
         return True if any(r is not False for r in results) else False
@@ -246,6 +290,10 @@ def _describe(value: Any) -> str:
 def describe_type(expected: Any) -> str:
     """An annotation as a user reads it: "int or None", "one of 'fan_in', 'fan_out'"."""
     origin = typing.get_origin(expected)
+    if origin is typing.Annotated:
+        base, *extras = typing.get_args(expected)
+        bounds = "".join(f" from {b.low:g} to {b.high:g}" for b in extras if isinstance(b, Between))
+        return describe_type(base) + bounds
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(expected))
     if origin is typing.Union or origin is types.UnionType:

@@ -127,3 +127,23 @@ def my_init(tensor: torch.Tensor, low: float = -10.0, high: float = 10.0, keep_a
 
 
 SEED_BLOCKS = (MySequential, CenteredLayer, FixedHiddenMLP, MyLinear, LazyMyLinear)
+
+
+# --- zoo's own container -----------------------------------------------------------------------
+
+
+class Chain(nn.Sequential):
+    """A Sequential whose blocks take more than one value: the first passes through them, the rest go to each.
+
+    A repeated child of a dataflow block that takes several values (`in = ["x", "cos", "sin",
+    "mask"]`, Llama's decoder layers) becomes a Chain: `layers.0`, `layers.1`, … as nn.Sequential
+    names them, called `x = layer(x, cos, sin, mask)` in turn.
+    """
+
+    def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, *args, **kwargs)
+        return x
+
+
+ZOO_BLOCKS = (Chain,)

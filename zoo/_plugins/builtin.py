@@ -43,7 +43,7 @@ def zoo_blocks(register: Callable[[str, Callable[..., Any]], None]) -> None:
         obj = getattr(nn, name)
         if not name.startswith("_") and isinstance(obj, type) and issubclass(obj, nn.Module) and obj is not nn.Module:
             register(name, obj)
-    for block in blocks.SEED_BLOCKS:
+    for block in (*blocks.SEED_BLOCKS, *blocks.ZOO_BLOCKS):
         register(block.__name__, block)
 
 
@@ -67,5 +67,5 @@ def zoo_initializers(register: Callable[[str, Callable[..., Any]], None]) -> Non
 def zoo_ops(register: Callable[[str, Callable[..., Any]], None]) -> None:
     from zoo._plugins import ops
 
-    for fn in ops.BUILTIN_OPS:
-        register(fn.__name__, fn)
+    for name, fn in ops.BUILTIN_OPS.items():
+        register(name, fn)

@@ -25,7 +25,7 @@ from zoo._build.graph import StepError, run_steps
 from zoo._build.lazy import check_shape
 from zoo._errors import ArgumentError, MissingDependencyError, ZooError, did_you_mean, meta_limit
 from zoo._files import fsio
-from zoo._language.declarations import Ref, parse_declaration
+from zoo._language.declarations import Const, Ref, Value, parse_declaration
 from zoo._language.registry import USER, Origin, Provider, Registry
 from zoo._language.resolve import Block, Graph, Resolution, Resolved, Step, Use, calls_children, graphs, resolve
 
@@ -41,7 +41,7 @@ class Node:
 
     id: str  # the dotted path in the model ("layer1.0.conv1", a parameter's key), or ".input.x", ".output"
     title: str  # the name as declared
-    kind: str  # "input", "param", "block" (drawn whole), "op" or "output"
+    kind: str  # "input", "param" (a parameter or buffer), "block" (drawn whole), "op" or "output"
     type: str  # the block type or op name ("" for inputs and outputs)
     shape: str  # its output shape, "" when unknown
     box: str  # the id of the innermost expanded block around it ("" at the top)
@@ -423,11 +423,11 @@ class _Drawer:
     def inside(
         self, tree: Resolved, path: str, level: int, args: Sequence[_Value], kwargs: Mapping[str, _Value], box: str
     ) -> _Value:
-        if isinstance(tree, Block):  # a chain: each child takes the one before
+        if isinstance(tree, Block):  # a chain: each child takes the one before (and a Chain's other values)
             flow = list(args[0]) if args else []
             names = tree.child_names or tuple(str(i) for i in range(len(tree.children or ())))
             for name, child in zip(names, tree.children or (), strict=True):
-                flow = self.place(child, name, name_path(path, name), level + 1, [flow], {}, box)
+                flow = self.place(child, name, name_path(path, name), level + 1, [flow, *args[1:]], kwargs, box)
             return flow
         assert isinstance(tree, Graph)
         values: dict[str, _Value] = {}
@@ -438,13 +438,29 @@ class _Drawer:
             node = self.node(name_path(path, name), name, "param", "parameter", _dims(dims), box)
             values[name] = [(node.id, "")]
 
-        def value(ref: Ref) -> _Value:
+        def value(ref: Value) -> _Value:
+            if isinstance(ref, Const):
+                return []  # a number written in `in`: no edge
             got = values[ref.name]
             if ref.item is None:
                 return got
-            if len(got) > 1:
+            if len(got) > 1 and isinstance(ref.item, int):
                 return [got[ref.item]]
-            return [(src, f"{label}[{ref.item}]") for src, label in got]
+            index = str(ref)[len(ref.name) :]
+            return [(src, f"{label}{index}") for src, label in got]
+
+        for buffer in tree.buffers:  # computed at build, from earlier buffers
+            name = buffer.step.name
+            node = self.node(name_path(path, name), name, "param", "buffer", f"op {buffer.step.op}", box)
+            self.connect(
+                node.id, [value(r) for r in buffer.step.args], {k: value(r) for k, r in buffer.step.kwargs.items()}
+            )
+            values[name] = [(node.id, "")]
+        for name, default in tree.defaults.items():  # drawn as the op it is when the caller gives none
+            at = name_path(path, f"{name}.default")
+            node = self.node(at, f"{name} (default)", "op", default.op or "", "", box)
+            self.connect(node.id, [value(r) for r in default.args], {k: value(r) for k, r in default.kwargs.items()})
+            values[name] = [*values[name], (node.id, "")]
 
         for step in tree.steps:
             step_args = [value(r) for r in step.args]
