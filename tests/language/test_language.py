@@ -681,3 +681,13 @@ def test_v3_declarations_show_as_toml_that_parses_back(write_toml: Callable[...,
         again = resolve(reg, Provider(name, Origin(USER), entry=entry), {}, name)
         assert again.errors == [] and again.root is not None and declaration(again.root) == shown, name
     assert check.check_registry(reg, origins={USER}) == []
+
+
+def test_an_init_rule_with_when_applies_only_when_true(write_toml: Callable[..., Path]) -> None:
+    path = write_toml(
+        "[m]\nargs = { bias = false }\n"
+        'init = { "*.bias" = { fn = "constant", val = 3.0, when = "${bias}" } }\n'
+        'layers = [{ type = "Linear", in_features = 2, out_features = 2, bias = "${bias}" }]\n'
+    )
+    assert zoo.build("m", registry=path)[0].bias is None  # left out: no "matches no parameter" error
+    assert zoo.build("m", registry=path, bias=True)[0].bias.tolist() == [3.0, 3.0]

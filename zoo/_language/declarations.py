@@ -94,6 +94,7 @@ class InitRule:
     path: str
     loc: Location
     on: tuple[str, ...] = ()  # block type names; empty: any owner
+    when: Any = None  # None (always), a bool, or an Expr: a rule for biases only when there are biases
 
 
 @dataclass(frozen=True)
@@ -879,6 +880,7 @@ class _Parser:
         for pattern, rule in value.items():
             here = keys + (pattern,)
             on: Any = ()
+            when = None
             if isinstance(rule, str):
                 fn, kwargs = rule, {}
             elif isinstance(rule, dict) and isinstance(rule.get("fn"), str):
@@ -889,17 +891,20 @@ class _Parser:
                     raise self.fail(
                         here, path, f'`on` names block types, e.g. on = "Conv2d" or on = ["Linear"]; got {shown(on)}'
                     )
+                when = self.when(rule, here, f"{path} -> init.{pattern}")
                 kwargs = {
                     k: self.argument(v, here + (k,), f"{path} -> init.{pattern}.{k}")
                     for k, v in rule.items()
-                    if k not in ("fn", "on")
+                    if k not in ("fn", "on", "when")
                 }
             else:
                 raise self.fail(
                     here, path, f'init rule for "{pattern}" needs `fn`, e.g. {{ fn = "normal", std = 0.01 }}'
                 )
             rules.append(
-                InitRule(pattern, fn, MappingProxyType(kwargs), f"{path} -> init.{pattern}", self.loc(here), tuple(on))
+                InitRule(
+                    pattern, fn, MappingProxyType(kwargs), f"{path} -> init.{pattern}", self.loc(here), tuple(on), when
+                )
             )
         return tuple(rules)
 

@@ -1081,6 +1081,11 @@ class _Resolver:
         for rule in rules:
             where = _at(rule.loc, rule.path)
             try:
+                if rule.when is not None and not self.kept_when(rule.when, scope, f"{where} -> when"):
+                    continue  # `when` leaves the rule out: it applies to nothing, and that is no error
+            except _Broken:
+                continue
+            try:
                 fn = self.registry.init_fn(rule.fn, where=where)
                 kwargs = evaluate(rule.kwargs, scope, where)
             except ZooError as err:
@@ -1176,6 +1181,7 @@ def _names_in_node(node: Child) -> Iterator[str]:
         yield from names_in(node.wiring.call)
     for rule in node.init:
         yield from names_in(rule.kwargs)
+        yield from names_in(rule.when)
     for label in node.layer_names or ():
         yield from names_in(label)
     for child in (*(node.layers or ()), *node.shared.values()):
