@@ -19,6 +19,7 @@ from torch import nn
 from zoo._build import builder, devices, lazy
 from zoo._build.builder import RegistryArg
 from zoo._build.materialize import materialize
+from zoo._build.meta import meta_build
 from zoo._errors import ArgumentError, DeviceError, NotMaterializedError, listing
 from zoo._hub.address import is_hub_address
 from zoo._language.keymap import KeyMap
@@ -96,7 +97,12 @@ def build(
     def construct() -> nn.Module:
         return builder.build(name, overrides, registry=registry)
 
-    with torch.device("meta") if sharded else contextlib.nullcontext():
+    building: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if sharded:
+        building = torch.device("meta")
+    elif target is not None and target.type == "meta":
+        building = meta_build()  # shapes only: nothing allocated, no values drawn
+    with building:
         model = construct()
     info = builder.build_info(model)
     if sharded:

@@ -149,6 +149,9 @@ def test_build_places_lazy_tensors_with_device_and_dtype() -> None:
 # --- 2. same seed, same parameters as torch's first forward ------------------------------------
 
 
+TOO_LARGE_TO_BUILD = 1_000_000_000  # parameters; a real build of more would not fit in a test machine's memory
+
+
 @pytest.mark.parametrize("name", [n for n in zoo.names() if builder.entry_of(n) is not None])
 def test_every_entry_builds_on_the_meta_device(name: str) -> None:
     # The way to size a model (or load weights into it: zoo.load_weights assigns) without memory.
@@ -159,6 +162,8 @@ def test_every_entry_builds_on_the_meta_device(name: str) -> None:
     assert all(t.is_meta for t in model.state_dict(keep_vars=True).values())
     if model.zoo_info.input_shape is not None:
         assert not lazy.is_lazy(model)  # lazy convs included (resnet18): shapes from the declared input
+        if sum(p.numel() for p in model.parameters()) > TOO_LARGE_TO_BUILD:
+            return  # hf_llama's defaults are Llama 2 7B's: 27 GB in float32, more than a test machine holds
         real = zoo.build(name)
         assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in real.state_dict().items()}
 

@@ -74,6 +74,7 @@ class Tied(nn.Module):
 # --- the fresh-process round trip over every entry that builds ------------------------------------
 
 BIG_PARAMS = 20_000_000  # above this a model's round trip is marked slow
+TOO_LARGE_TO_BUILD = 1_000_000_000  # above this a real build does not fit in a test machine (hf_llama's 7B defaults)
 
 
 def _entries() -> list[str]:
@@ -210,6 +211,8 @@ def test_round_trip_through_a_fresh_process_is_bit_identical(
         _check_round_trip(*round_trips[name])
         return
     count = param_counts[name]
+    if count is not None and count > TOO_LARGE_TO_BUILD:
+        pytest.skip(f"'{name}' has {count:,} parameters: too large to build here (its keys are checked on meta)")
     if count is not None and count > BIG_PARAMS:
         pytest.skip(f"'{name}' is large: covered by test_round_trip_of_large_models")
     _build_for_round_trip(name)  # skips, saying why, what cannot build or stays lazy
@@ -218,7 +221,9 @@ def test_round_trip_through_a_fresh_process_is_bit_identical(
 
 @pytest.mark.slow
 def test_round_trip_of_large_models(param_counts: dict[str, int | None], tmp_path: Path) -> None:
-    big = [name for name, count in param_counts.items() if count is not None and count > BIG_PARAMS]
+    big = [
+        name for name, count in param_counts.items() if count is not None and BIG_PARAMS < count <= TOO_LARGE_TO_BUILD
+    ]
     if not big:
         pytest.skip("no installed entry is larger than the fast round trip's limit")
     for model, ours, theirs in _round_trip(big, tmp_path).values():
