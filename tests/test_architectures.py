@@ -26,6 +26,9 @@ TORCHVISION: dict[str, tuple[Callable[[], nn.Module], int, tuple[int, ...]]] = {
     "tv_googlenet": (references.tv_googlenet, 6_624_904, (2, 3, 32, 32)),
     "tv_densenet121": (references.tv_densenet121, 7_978_856, (2, 3, 32, 32)),
     "tv_vgg11": (references.tv_vgg11, 132_863_336, (1, 3, 32, 32)),
+    "tv_mobilenet_v2": (references.tv_mobilenet_v2, 3_504_872, (2, 3, 64, 64)),
+    "tv_convnext_tiny": (references.tv_convnext_tiny, 28_589_128, (2, 3, 64, 64)),
+    "tv_vit_b_16": (references.tv_vit_b_16, 86_567_656, (1, 3, 224, 224)),  # its position embeddings fix the size
 }
 GPT2_SMALL_PARAMETERS = 124_439_808  # lm_head tied to wte: counted once
 TINY_GPT2 = {"vocab_size": 100, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 4}
@@ -47,7 +50,7 @@ def on_meta(make: Callable[[], nn.Module]) -> nn.Module:
 
 # Where building on meta is the cheaper way to shapes: many parameters, or a slow initialiser
 # (trunc_normal). Elsewhere a real build is quicker: torch's meta normal_ is a Python decomposition.
-CHEAPER_ON_META = {"tv_alexnet", "tv_vgg11", "tv_googlenet"}
+CHEAPER_ON_META = {"tv_alexnet", "tv_vgg11", "tv_googlenet", "tv_convnext_tiny", "tv_vit_b_16"}
 
 
 def for_shapes(name: str, make: Callable[[], nn.Module]) -> nn.Module:
@@ -126,7 +129,37 @@ def test_torchvisions_state_dict_loads_strictly_and_gives_its_outputs(
     assert expected.shape == (X.shape[0], 1000)
 
 
-@pytest.mark.parametrize("name", ["tv_resnet18", "tv_googlenet", "tv_densenet121"])
+@pytest.mark.parametrize("name", ["tv_mobilenet_v2", "tv_convnext_tiny", "tv_vit_b_16"])
+def test_dropout_and_stochastic_depth_train_as_torchvisions(name: str) -> None:
+    """In training, the same seed gives the same output as the reference: the same rows dropped, the same scale."""
+    torch.manual_seed(0)
+    reference = TORCHVISION[name][0]()
+    randomise_constants(reference)  # layer scales of 0.2 rather than 1e-6: a dropped branch shows
+    ours = zoo.build(name)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    ours.train(), reference.train()
+    X = torch.randn((4, *TORCHVISION[name][2][1:]), generator=torch.Generator().manual_seed(2))
+    outputs = []
+    for seed in (11, 11, 12):
+        torch.manual_seed(seed)
+        theirs = reference(X)
+        torch.manual_seed(seed)
+        outputs.append(ours(X))
+        torch.testing.assert_close(outputs[-1], theirs, rtol=0, atol=0)
+    if name == "tv_vit_b_16":  # vit_b_16's dropout is 0: training changes nothing
+        torch.testing.assert_close(outputs[0], outputs[2])
+    else:
+        assert not torch.allclose(outputs[0], outputs[2])  # not the identity: another seed drops other rows
+
+
+def test_mobilenet_adds_the_input_back_only_where_shapes_agree() -> None:
+    model = on_meta(lambda: zoo.build("tv_mobilenet_v2"))
+    added = [name for name, block in model.features.named_children() if "add" in getattr(block, "code", "")]
+    # InvertedResidual.use_res_connect: stride 1 and as many channels out as in
+    assert added == ["3", "5", "6", "8", "9", "10", "12", "13", "15", "16"]
+
+
+@pytest.mark.parametrize("name", ["tv_resnet18", "tv_googlenet", "tv_densenet121", "tv_mobilenet_v2"])
 def test_initialisation_is_torchvisions(name: str) -> None:
     torch.manual_seed(3)
     theirs = TORCHVISION[name][0]()

@@ -1,4 +1,4 @@
-"""zoo's default plugin: torch.nn's layers, the seed's blocks, registry.toml and init functions.
+"""zoo's default plugin: torch.nn's layers, the seed's blocks, registry.toml, architectures/ and init functions.
 
 It goes through the same hooks as any third-party plugin. Its hooks import torch and the
 blocks when they run (discovery, on the first name zoo needs), not when this module is imported.
@@ -13,6 +13,9 @@ from typing import Any
 from zoo._plugins.hookspecs import hookimpl
 
 REGISTRY_TOML = Path(__file__).parent.parent / "registry.toml"  # the repository's, shipped in the wheel
+ARCHITECTURES = (
+    Path(__file__).parent.parent / "architectures"
+)  # one file per family: hf_llama.toml, tv_vit_b_16.toml, …
 
 # torch.nn.init's in-place initialisers, by the name used in `init` rules.
 _TORCH_INITS = (
@@ -50,6 +53,8 @@ def zoo_blocks(register: Callable[[str, Callable[..., Any]], None]) -> None:
 @hookimpl
 def zoo_registries(register: Callable[[str | Path], None]) -> None:
     register(REGISTRY_TOML)
+    for path in sorted(ARCHITECTURES.glob("*.toml")):
+        register(path)
 
 
 @hookimpl
