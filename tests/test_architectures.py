@@ -257,7 +257,23 @@ def test_gpt2_heads_not_dividing_the_width_are_blamed_on_the_attention(capsys: p
     wrong = ["--set", "n_embd=30", "--set", "n_head=4", "--set", "n_layer=1", "--set", "vocab_size=50"]
     assert cli.main(["build", "hf_gpt2", *wrong]) == 2  # a bad input, not a traceback
     err = capsys.readouterr().err
-    assert "`transformer.h.0.attn` (hf_gpt2_attention) raised RuntimeError: unflatten" in err
+    assert (
+        "hf_gpt2_block -> layers.attn -> require: '${n_embd % n_head == 0}' does not hold with n_embd = 30, n_head = 4"
+        in err
+    )
+
+
+def test_gpt2_honours_a_padding_mask(tiny_gpt2: tuple[nn.Module, nn.Module]) -> None:
+    ours, theirs = tiny_gpt2
+    ids = torch.randint(0, TINY_GPT2["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(8))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, 9:], mask[1, :2] = 0, 0
+    with torch.no_grad():
+        logits, expected = ours(ids, mask), theirs(ids, attention_mask=mask).logits
+        unmasked = ours(ids)
+    kept = mask.bool()
+    torch.testing.assert_close(logits[kept], expected[kept], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(logits[1, 2:], unmasked[1, 2:])  # the padded tokens were really left out
 
 
 # --- torch's transformer encoder layer -----------------------------------------------------------
