@@ -346,3 +346,116 @@ def test_unet_skip_carries_the_gradient_to_the_encoder() -> None:
     model(torch.randn(2, 1, 16, 16)).square().sum().backward()
     assert model.enc1[0].weight.grad is not None and bool(model.enc1[0].weight.grad.abs().sum() > 0)
     assert model.enc2[0].weight.grad is not None and bool(model.enc2[0].weight.grad.abs().sum() == 0)
+
+
+# --- Llama ---------------------------------------------------------------------------------------
+
+TINY_LLAMA = {  # grouped-query attention: 2 key/value heads for 4 query heads
+    "vocab_size": 100,
+    "hidden_size": 64,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+}
+LLAMA_2_7B_PARAMETERS = 6_738_415_616  # LlamaConfig's defaults
+
+
+def test_llama_defaults_are_llamaconfigs_with_its_parameter_count_on_meta() -> None:
+    ours = zoo.build("hf_llama", device="meta")  # 27 GB in float32: shapes only
+    theirs = on_meta(references.hf_llama)
+    assert shapes(ours) == shapes(theirs)  # the same keys and shapes (in dataflow order: LlamaDecoderLayer
+    # registers self_attn and mlp before the two norms that run first)
+    assert parameter_count(ours) == parameter_count(theirs) == LLAMA_2_7B_PARAMETERS
+    assert ours.lm_head.weight is not ours.model.embed_tokens.weight  # tie_word_embeddings = False
+    config = references.llama_config().to_dict()
+    spec = zoo.spec("hf_llama")
+    for name, value in spec.params.items():  # named and defaulted as LlamaConfig's keys
+        if name == "head_dim":  # hidden_size // num_attention_heads, as LlamaConfig derives it
+            assert ours.model.layers[0].self_attn.q_proj.out_features // config["num_attention_heads"] == 128
+            continue
+        assert value == (config["rope_parameters"]["rope_theta"] if name == "rope_theta" else config[name]), name
+    assert zoo.build("hf_llama", device="meta", **TINY_LLAMA).model.layers[0].self_attn.k_proj.out_features == 32
+
+
+@pytest.fixture(scope="module")
+def tiny_llama() -> tuple[nn.Module, nn.Module]:
+    """zoo's and transformers' Llama at a tiny size, the reference's (randomised) weights loaded into zoo's."""
+    torch.manual_seed(0)
+    theirs = references.hf_llama(**TINY_LLAMA).eval()
+    randomise_constants(theirs)
+    ours = zoo.build("hf_llama", **TINY_LLAMA)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    return ours.eval(), theirs
+
+
+def test_llama_gives_transformers_logits_with_and_without_padding(tiny_llama: tuple[nn.Module, nn.Module]) -> None:
+    ours, theirs = tiny_llama
+    assert shapes(ours) == shapes(theirs)
+    ids = torch.randint(0, TINY_LLAMA["vocab_size"], (3, 10), generator=torch.Generator().manual_seed(5))
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[0, 7:] = 0  # right padding
+    mask[1, :3] = 0  # left padding: padded queries see no key at all
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(ids).logits, atol=1e-4, rtol=1e-4)
+        padded, expected = ours(ids, mask), theirs(ids, attention_mask=mask).logits
+        torch.testing.assert_close(ours(ids, attention_mask=mask), padded, atol=0, rtol=0)
+    kept = mask.bool()
+    torch.testing.assert_close(padded[kept], expected[kept], atol=1e-4, rtol=1e-4)
+    assert not padded.isnan().any()
+
+
+def test_llama_honours_the_attention_mask_and_is_causal(tiny_llama: tuple[nn.Module, nn.Module]) -> None:
+    ours, _ = tiny_llama
+    ids = torch.randint(0, TINY_LLAMA["vocab_size"], (1, 8), generator=torch.Generator().manual_seed(6))
+    changed = ids.clone()
+    changed[0, 5] = (ids[0, 5] + 1) % TINY_LLAMA["vocab_size"]
+    hide = torch.ones(1, 8, dtype=torch.long)
+    hide[0, 5] = 0
+    with torch.no_grad():
+        before, after = ours(ids), ours(changed)
+        torch.testing.assert_close(after[:, :5], before[:, :5], atol=0, rtol=0)  # causal: earlier tokens cannot see it
+        assert not torch.allclose(after[:, 6:], before[:, 6:])
+        masked_before, masked_after = ours(ids, hide), ours(changed, hide)
+    torch.testing.assert_close(masked_after[:, 6:], masked_before[:, 6:])  # masked out: later tokens cannot either
+
+
+def test_llama_rope_frequencies_are_a_non_persistent_buffer_recomputed_on_load(
+    tiny_llama: tuple[nn.Module, nn.Module], tmp_path: Path
+) -> None:
+    ours, theirs = tiny_llama
+    rotary = ours.model.rotary_emb
+    torch.testing.assert_close(rotary.inv_freq, theirs.model.rotary_emb.inv_freq, atol=0, rtol=0)
+    assert "model.rotary_emb.inv_freq" not in ours.state_dict()
+    zoo.save(ours, tmp_path / "llama")
+    loaded = zoo.load(tmp_path / "llama")
+    torch.testing.assert_close(loaded.model.rotary_emb.inv_freq, rotary.inv_freq, atol=0, rtol=0)
+    ids = torch.randint(0, TINY_LLAMA["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids), ours(ids), atol=0, rtol=0)
+
+
+def test_llama_ties_the_head_when_its_config_says_so() -> None:
+    tied = zoo.build("hf_llama", device="meta", **TINY_LLAMA, tie_word_embeddings=True)
+    assert tied.lm_head.weight is tied.model.embed_tokens.weight
+    theirs = on_meta(lambda: references.hf_llama(**TINY_LLAMA, tie_word_embeddings=True))
+    assert parameter_count(tied) == parameter_count(theirs)
+
+
+def test_llama_initialisation_is_transformers() -> None:
+    config = {**TINY_LLAMA, "hidden_size": 128, "intermediate_size": 256, "vocab_size": 200}
+    torch.manual_seed(8)
+    theirs = references.hf_llama(**config)
+    torch.manual_seed(9)
+    assert_same_initialisation(zoo.build("hf_llama", **config), theirs)
+
+
+def test_llama_refuses_heads_that_do_not_share_key_value_heads_evenly(capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo import cli
+
+    sizes = [f"--set={k}={v}" for k, v in {**TINY_LLAMA, "num_key_value_heads": 3}.items()]
+    assert cli.main(["build", "hf_llama", *sizes]) == 2
+    err = capsys.readouterr().err
+    assert "hf_llama.toml:" in err and "'${num_attention_heads % num_key_value_heads == 0}' does not hold" in err
+    assert "num_attention_heads = 4, num_key_value_heads = 3" in err
