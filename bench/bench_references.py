@@ -1,9 +1,10 @@
-"""TOML-declared architectures against their real references: torchvision's resnet18, transformers' GPT-2.
+"""TOML-declared architectures against their real references: torchvision's resnet18, transformers' GPT-2 and Llama.
 
 Forward with the same weights (goal ≤ 1.02×) and build time against the reference constructor
 (goal ≤ 1.5×), both with random initialisation, measured side by side in one run. The references
 come from tests/references.py (torchvision's model files from the wheel `make setup` downloads;
-transformers from the test extra).
+transformers from the test extra). Llama is measured at GPT-2 small's size (LlamaConfig's defaults
+are Llama 2 7B's, 27 GB), with grouped-query attention.
 
 Run alone: .venv/bin/python bench/bench_references.py
 """
@@ -30,6 +31,17 @@ def _logits(output: Any) -> torch.Tensor:
     return getattr(output, "logits", output)  # transformers returns an object with .logits
 
 
+# Llama at GPT-2 small's size: 12 layers of width 768, 12 query heads sharing 4 key/value heads.
+LLAMA = {
+    "vocab_size": 32000,
+    "hidden_size": 768,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 4,
+}
+
+
 def main() -> None:
     args = arguments(__doc__ or "")
     torch.manual_seed(0)
@@ -39,6 +51,7 @@ def main() -> None:
     cases: list[tuple[str, Callable[[], nn.Module], dict[str, int], torch.Tensor, int]] = [
         ("tv_resnet18", references.tv_resnet18, {}, torch.randn(8, 3, 112, 112), 21),
         ("hf_gpt2", references.hf_gpt2, {}, torch.randint(0, 50257, (2, 32)), 5),
+        ("hf_llama", lambda: references.hf_llama(**LLAMA), LLAMA, torch.randint(0, 32000, (2, 32)), 5),
     ]
     rows = []
     for name, make_reference, overrides, X, build_repeats in cases:
@@ -78,7 +91,8 @@ def main() -> None:
                 }
             )
     report(
-        "references: TOML-declared models vs torchvision's resnet18 and transformers' GPT2LMHeadModel "
+        "references: TOML-declared models vs torchvision's resnet18 and transformers' GPT2LMHeadModel and "
+        "LlamaForCausalLM "
         "(forward with the same weights; build with random initialisation)",
         rows,
         args.json,
