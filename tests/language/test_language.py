@@ -691,3 +691,32 @@ def test_an_init_rule_with_when_applies_only_when_true(write_toml: Callable[...,
     )
     assert zoo.build("m", registry=path)[0].bias is None  # left out: no "matches no parameter" error
     assert zoo.build("m", registry=path, bias=True)[0].bias.tolist() == [3.0, 3.0]
+
+
+def test_the_readmes_llama_layer_is_transformers_decoder_layer(write_toml: Callable[..., Path]) -> None:
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    (text,) = [b.split("```")[0] for b in readme.split("```toml\n")[1:] if b.startswith("[my_llama_layer]")]
+    path = write_toml(text)
+    config = LlamaConfig(
+        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128, rms_norm_eps=1e-6
+    )
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    theirs = LlamaDecoderLayer(config, layer_idx=0).eval()
+    ours = zoo.build("my_llama_layer", registry=path).eval()
+    assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 8, 64)
+    attention_mask = torch.ones(2, 8, dtype=torch.long)
+    attention_mask[0, 6:] = 0
+    cos, sin = LlamaRotaryEmbedding(config)(x, torch.arange(8)[None])
+    causal = torch.arange(8)[None, :] <= torch.arange(8)[:, None]
+    mask = causal[None, None] & attention_mask[:, None, None, :].bool()  # create_causal_mask's, for sdpa
+    with torch.no_grad():
+        expected = theirs(x, attention_mask=mask, position_embeddings=(cos, sin))
+        torch.testing.assert_close(ours(x, attention_mask), expected, atol=1e-5, rtol=1e-5)
+        unpadded = theirs(x, attention_mask=causal[None, None].expand(2, 1, 8, 8), position_embeddings=(cos, sin))
+        torch.testing.assert_close(ours(x), unpadded, atol=1e-5, rtol=1e-5)
