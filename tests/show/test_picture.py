@@ -258,3 +258,18 @@ def test_a_folder_that_is_not_there_exits_2(capsys: pytest.CaptureFixture[str], 
     code, stdout, err = run(capsys, "show", "res_block", "--registry", str(residual), "--graph", str(out))
     assert code == 2 and stdout == ""
     assert f"cannot draw to '{out}': there is no folder '{out.parent}'" in err
+
+
+def test_buffers_defaults_indices_and_chains_are_drawn(tmp_path: Path) -> None:
+    sizes = {"vocab_size": 50, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
+    diagram = zoo.draw("hf_llama", tmp_path / "llama.dot", overrides=sizes, depth=3)
+    nodes = {n.id: n for n in diagram.nodes}
+    assert nodes["model.rotary_emb.inv_freq"].type == "buffer" and nodes["model.rotary_emb.inv_freq"].kind == "param"
+    assert nodes["attention_mask.default"].type == "ones_like"  # computed when the caller gives no mask
+    edges = {(e.src, e.dst, e.label) for e in diagram.edges}
+    assert ("model.rotary_emb.powers", "model.rotary_emb.inv_freq", "") in edges  # one buffer from another
+    assert ("model.position_ids", "model.causal", "[None, :]") in edges  # a tensor index on the edge
+    assert ("model.layers.0", "model.layers.1", "") in edges  # the Chain passes the hidden state on
+    assert ("model.mask", "model.layers.1", "") in edges and ("model.rotary_emb.sin", "model.layers.1", "") in edges
+    assert nodes["model.layers.1"].shape == "(1, 8, 32)" and nodes[".output"].shape == "(1, 8, 50)"
