@@ -375,7 +375,22 @@ def test_unused_args_are_a_warning_at_check(
         '[m]\nargs = { hidden = 4, unused = 1 }\ntype = "Linear"\nin_features = 2\nout_features = "${hidden}"\n'
     )
     assert cli.main(["check", str(path)]) == 0
-    assert "warning: " in capsys.readouterr().err and "argument 'unused' is declared in `args` but never used"
+    err = capsys.readouterr().err
+    assert "warning: " in err and "argument 'unused' is declared in `args` but never used" in err
+    assert "'hidden'" not in err
+
+
+def test_an_arg_read_only_by_require_a_buffer_or_an_input_default_is_used(
+    write_toml: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_toml(
+        '[m]\ninput = [2, 4]\nargs = { n = 4, fill = 1.0, k = 2 }\nrequire = ["${k > 0}"]\n'
+        'inputs = ["x", { name = "mask", default = { op = "full_like", in = "x", fill_value = "${fill}" } }]\n'
+        '[m.buffers]\ns = { op = "ones", shape = ["${n}"] }\n'
+        '[m.layers]\na = { op = "add", in = ["x", "mask"] }\nout = { op = "mul", in = ["a", "s"] }\n'
+    )
+    assert cli.main(["check", str(path)]) == 0
+    assert "never used" not in capsys.readouterr().err
 
 
 def test_internal_entries_are_hidden_from_zoo_list(blocks: Path, capsys: pytest.CaptureFixture[str]) -> None:

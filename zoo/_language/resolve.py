@@ -436,7 +436,7 @@ class _Resolver:
 
     def warn_unused(self, entry: Entry, args: _Args) -> None:
         used = set(names_in(entry.params)) | set(names_in(entry.input_shape)) | set(_names_in_node(entry.node))
-        used |= set(names_in(entry.input_high))
+        used |= set(names_in(entry.input_high)) | set(names_in([check for check, _ in entry.require]))
         for name in entry.params:
             if name not in used:
                 self.warnings.append(
