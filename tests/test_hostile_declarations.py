@@ -545,6 +545,28 @@ def test_10_constructor_argument_checks_run_at_check_on_meta(
     assert code == 2 and f"{path}:3: m -> layers[0]:" in err and message in err, err
 
 
+@pytest.mark.parametrize(
+    "buffer, message",
+    [
+        ('{ op = "tensor", data = [[1, 2], [3]] }', "expected sequence of length 2 at dim 1"),  # meta takes it silently
+        ('{ op = "arange", end = 1000000000000 }', "an op makes at most 268,435,456"),
+        ('{ op = "full", shape = [2, 2], fill_value = "x" }', "expects float"),
+    ],
+    ids=["ragged", "huge", "value"],
+)
+def test_buffers_that_build_refuses_check_refuses(
+    buffer: str, message: str, capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
+) -> None:
+    path = write_toml(
+        f'[m]\ninput = [2, 2]\ninputs = ["x"]\n[m.buffers]\nt = {buffer}\n'
+        '[m.layers]\ns = { op = "add", in = ["x", "t"] }\n'
+    )
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 2 and f"{path}:5: m -> buffers.t" in err and message in err, err
+    with pytest.raises(ZooError, match=re.escape(message)):
+        zoo.build("m", registry=[path])
+
+
 def test_check_takes_files_as_arguments_and_as_registry_options(
     capsys: pytest.CaptureFixture[str], write_toml: Callable[..., Path]
 ) -> None:

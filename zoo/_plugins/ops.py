@@ -223,7 +223,9 @@ def arange(*, start: Number = 0, end: Number, step: Number = 1, dtype: DType | N
 
 def tensor(*, data: float | tuple[Any, ...], dtype: DType | None = None) -> Tensor:
     """A tensor holding `data` (a number, or nested arrays of them): `buffers = { w = [0.5, 0.25] }`."""
-    return torch.tensor(data, dtype=_dtype(dtype))
+    # Made on the CPU first: on meta, torch takes ragged data ([[1, 2], [3]]) without a word, so a
+    # check (on meta) would pass what a build refuses. The data is a declaration's, so small.
+    return torch.tensor(data, dtype=_dtype(dtype), device="cpu").to(torch.get_default_device())
 
 
 def zeros(*, shape: tuple[int, ...], dtype: DType | None = None) -> Tensor:
