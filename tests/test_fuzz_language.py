@@ -310,6 +310,122 @@ def test_check_passes_implies_build_succeeds(tmp_path: Path) -> None:
     assert counts["checked and built"] > 30 and counts["refused by check"] > 30
 
 
+# The version-3 surfaces: buffers, optional inputs with defaults, tensor indices, the newer ops.
+BUFFERS = [
+    {"op": "ones", "shape": ["${w}"]},
+    {"op": "arange", "end": "${w}", "dtype": "float32"},
+    {"op": "arange", "end": 10**12},
+    {"op": "full", "shape": [2, "${w}"], "fill_value": 0.5},
+    {"op": "full", "shape": [-1], "fill_value": 1.0},
+    {"op": "tensor", "data": [1.0, 2.0, 3.0, 4.0]},
+    {"op": "tensor", "data": [[1.0, 2.0], [3.0]]},
+    {"op": "tensor", "data": []},
+    {"op": "div", "in": [1.0, "b0"]},
+    {"op": "pow", "in": [10000.0, "b0"], "persistent": False},
+]
+V3_SOURCES = [
+    "x",
+    "x",
+    "x",
+    "x",
+    "x",
+    "x[:, 0]",
+    "x[:, None]",
+    "x[0]",
+    "x[:, 99]",
+    "x[..., ::2]",
+    "b0",
+    "b1",
+    "mask",
+    "nothere",
+]
+
+
+@st.composite
+def version3_declaration(draw: st.DrawFn) -> str:
+    """A dataflow entry using buffers, an optional input, indices and the newer ops, right or wrong."""
+    width = draw(st.sampled_from([3, 4]))
+    body: dict[str, Any] = {"input": [2, width], "args": {"w": draw(st.sampled_from([width] * 6 + [2, 0, -1]))}}
+    body["inputs"] = ["x"]
+    if draw(st.booleans()):
+        default = draw(
+            st.sampled_from(
+                [
+                    {"op": "ones_like", "in": "x"},
+                    {"op": "ones_like", "in": "x"},
+                    {"op": "zeros_like", "in": "x[:, 0]"},
+                    {"op": "ones_like", "in": "nothere"},
+                    "x",
+                    1,
+                ]
+            )
+        )
+        body["inputs"].append({"name": "mask", "default": default})
+    buffers = {f"b{i}": draw(st.sampled_from(BUFFERS)) for i in range(draw(st.integers(0, 2)))}
+    if buffers:
+        body["buffers"] = buffers
+    layers: dict[str, Any] = {}
+    for i in range(draw(st.integers(1, 3))):
+        known = [*V3_SOURCES, *layers]
+        source = draw(st.sampled_from(known))
+        kind = draw(
+            st.sampled_from(
+                ["add", "mul", "select", "expand", "masked_fill", "where", "to", "sdpa", "linear", "rms", "drop_path"]
+            )
+        )
+        other = draw(st.sampled_from(known))
+        step: dict[str, Any]
+        if kind in ("add", "mul"):
+            step = {"op": kind, "in": [source, other]}
+        elif kind == "select":
+            step = {"op": "select", "in": source, "dim": draw(st.sampled_from([0, 1, -1, 3])), "index": 0}
+        elif kind == "expand":
+            step = {"op": "expand", "in": [source, *draw(st.sampled_from([[2, width], [-1, -1], [10**6, 10**6], [3]]))]}
+        elif kind == "masked_fill":
+            step = {"op": "masked_fill", "in": [source, other], "value": draw(st.sampled_from([0.0, -math.inf]))}
+        elif kind == "where":
+            step = {"op": "where", "in": [source, other, 0.0]}
+        elif kind == "to":
+            step = {"op": "to", "in": source, "dtype": draw(st.sampled_from(["bool", "float32", "int64", "float128"]))}
+        elif kind == "sdpa":
+            step = {"op": "sdpa", "in": [source, source, other], "enable_gqa": draw(st.booleans())}
+        elif kind == "linear":
+            step = {"type": "Linear", "in": source, "in_features": "${w}", "out_features": width}
+        elif kind == "rms":
+            step = {"type": "RMSNorm", "in": source, "normalized_shape": draw(st.sampled_from(["${w}", width]))}
+        else:
+            step = {"op": "drop_path", "in": source, "p": draw(st.sampled_from([0.1, 1.5])), "mode": "row"}
+        if draw(st.integers(0, 6)) == 0:
+            step["when"] = draw(st.sampled_from([True, False, "${w > 2}"]))
+        layers[draw(st.sampled_from([f"s{i}", "self", "forward", "training"]))] = step
+    body["layers"] = layers
+    return declarations.dump_entry("m", body)
+
+
+def test_check_passes_implies_build_succeeds_for_buffers_defaults_indices_and_ops(tmp_path: Path) -> None:
+    counts: Counter[str] = Counter()
+    path = tmp_path / "version3.toml"
+
+    @settings(FUZZ, max_examples=300)
+    @given(version3_declaration())
+    def holds(text: str) -> None:
+        counts["tried"] += 1
+        path.write_text(text)
+        with bounded():
+            code, err = zoo_cli("check", str(path))
+            holds_cli(code, err, f"zoo check of\n{text}")
+            if code != 0:
+                counts["refused by check"] += 1
+                return
+            code, err = zoo_cli("build", "m", "--registry", str(path))  # builds, then runs the input through it
+            assert code == 0, f"zoo check passed, zoo build refused:\n{text}\n{err}"
+            counts["checked and built"] += 1
+
+    holds()
+    report("check passes => build succeeds (buffers, defaults, indices, ops)", counts)
+    assert counts["checked and built"] > 30 and counts["refused by check"] > 30
+
+
 # --- key maps --------------------------------------------------------------------------------------------
 
 ATOMS = ["a", "b", ".", r"\.", r"\d", r"\w", "[ab]", "(a)", "(?P<n>a)", "(a|aa)", "(a|a)", "^", "$", r"\1"]
