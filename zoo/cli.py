@@ -167,7 +167,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the table below says the same
-        found = discovery.reports()
+        found = discovery.imported()  # LOAD counts what each plugin registered by import path, imported now
         registry = discovery.current()
     rows = [("PLUGIN", "DISTRIBUTION", "MODULE", "LOAD", "STATUS")]
     details: list[list[str]] = [[]]

@@ -102,7 +102,8 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     fake = Site(root)
     yield fake
     for module in fake.modules:
-        sys.modules.pop(module, None)
+        for loaded in [m for m in sys.modules if m == module or m.startswith(f"{module}.")]:
+            sys.modules.pop(loaded)
 
 
 def report_of(dist: str) -> discovery.PluginReport:
@@ -249,8 +250,21 @@ def test_sys_exit_inside_a_plugin_does_not_end_the_program(site: Site) -> None:
             "import zoo\n@zoo.hookimpl\ndef zoo_initializers(register):\n    register('', len)\n",
             "needs a name and a callable",
         ),
+        (
+            "import zoo\n@zoo.hookimpl\ndef zoo_ops(register):\n    register('twice', 'zoo_wrong.ops.twice')\n",
+            "an import path is 'package.module:attribute', as in an entry point; got 'zoo_wrong.ops.twice'",
+        ),
     ],
-    ids=["unmarked", "misspelt", "no-hooks", "bad-signature", "not-callable", "qualified-name", "empty-init-name"],
+    ids=[
+        "unmarked",
+        "misspelt",
+        "no-hooks",
+        "bad-signature",
+        "not-callable",
+        "qualified-name",
+        "empty-init-name",
+        "bad-import-path",
+    ],
 )
 def test_a_plugin_that_implements_the_contract_wrongly_fails_with_the_reason(
     site: Site, source: str, error: str
@@ -278,6 +292,89 @@ def test_a_relative_registry_path_is_relative_to_the_plugin_not_the_working_dire
     (tmp_path / "registry.toml").write_text('[decoy]\nlayers = ["ReLU"]\n', encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     assert "rel_net" in zoo.names() and "decoy" not in zoo.names()
+
+
+# --- registration by import path ------------------------------------------------------------------
+
+LAZY_PLUGIN = """
+import zoo
+
+@zoo.hookimpl
+def zoo_blocks(register):
+    register("{block}", "{module}.blocks:{block}")
+
+@zoo.hookimpl
+def zoo_ops(register):
+    register("{block}_twice", "{module}.blocks:twice")
+
+@zoo.hookimpl
+def zoo_registries(register):
+    register("registry.toml")
+"""
+
+LAZY_BLOCKS = """
+from torch import nn
+
+class GoodLazy(nn.Linear):
+    def __init__(self, features: int = 2) -> None:
+        super().__init__(features, features)
+
+def twice(x):
+    return x * 2
+"""
+
+
+def add_lazy_plugin(site: Site, dist: str, block: str, toml: str = "") -> str:
+    """A plugin whose __init__ names its block and op by import path; they live in its `blocks` module."""
+    module = dist.replace("-", "_")
+    source = LAZY_PLUGIN.format(block=block, module=module)
+    return site.add(dist, source, files={"blocks.py": LAZY_BLOCKS, "registry.toml": toml})
+
+
+def test_a_block_registered_by_import_path_is_imported_where_first_used(site: Site) -> None:
+    module = add_lazy_plugin(
+        site, "zoo-lazy", "GoodLazy", toml='[lazy_net]\nlayers = ["GoodLazy", { op = "GoodLazy_twice" }]\n'
+    )
+    assert "GoodLazy" in zoo.names() and "lazy_net" in zoo.names()
+    assert module in sys.modules and f"{module}.blocks" not in sys.modules  # discovery needed the names only
+    assert report_of("zoo-lazy").blocks == ["GoodLazy"] and report_of("zoo-lazy").ops == ["GoodLazy_twice"]
+    model = zoo.build("lazy_net")
+    assert f"{module}.blocks" in sys.modules
+    block = next(model.children())
+    assert type(block).__name__ == "GoodLazy" and zoo.spec("GoodLazy").origin == "zoo-lazy 1.0"
+    with torch.no_grad():
+        assert torch.equal(model(torch.ones(1, 2)), 2 * block(torch.ones(1, 2)))
+    assert zoo.spec("GoodLazy").source == f"{module}.blocks.GoodLazy"
+
+
+def test_an_import_path_that_cannot_be_loaded_fails_where_used_naming_the_plugin(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = add_lazy_plugin(site, "zoo-typo", "Missing", toml='[typo_net]\nlayers = ["ReLU", "Missing"]\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say at discovery: the path is not imported there
+        assert "Missing" in zoo.names()
+    assert zoo.build("chimera") is not None  # the rest of the registry works
+    expected = (
+        f"block 'Missing' from zoo-typo 1.0 is registered as '{module}.blocks:Missing', which cannot be loaded: "
+        f"AttributeError: module '{module}.blocks' has no attribute 'Missing'"
+    )
+    with pytest.raises(PluginError, match=re.escape(expected)):
+        zoo.build("Missing")
+    with pytest.raises(PluginError, match=re.escape(f"typo_net -> layers[1]: {expected}")):
+        zoo.build("typo_net")
+    assert cli.main(["plugins"]) == 0  # `zoo plugins` imports every path, and says which fail
+    out = capsys.readouterr().out
+    assert re.search(r"\nzoo_typo .* ok\n(.*\n)* +note: " + re.escape(expected), out)
+
+
+def test_an_isolated_registry_imports_every_path_so_a_wrong_one_fails_at_once(site: Site) -> None:
+    add_lazy_plugin(site, "zoo-typo", "Missing")
+    with pytest.raises(PluginError, match=r"plugin 'zoo_typo' from zoo-typo 1\.0 failed: AttributeError: .*'Missing'"):
+        with zoo.isolated_registry("zoo-typo"):
+            pass
+    with zoo.isolated_registry(add_lazy_plugin(site, "zoo-fine", "GoodLazy")) as registry:
+        assert registry.resolve("GoodLazy").factory is not None
 
 
 # --- clashes ------------------------------------------------------------------------------------

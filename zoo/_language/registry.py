@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from zoo._errors import AmbiguousNameError, DuplicateNameError, UnknownNameError, did_you_mean, listing
+from zoo._errors import AmbiguousNameError, DuplicateNameError, PluginError, UnknownNameError, did_you_mean, listing
 from zoo._language.declarations import Entry
 
 BUILTIN = "zoo"  # distribution name of zoo's own default plugin
@@ -35,22 +35,75 @@ class Origin:
         return f"{self.dist} {self.version}" if self.version else self.dist
 
 
+class Deferred:
+    """A callable that a plugin registered by its import path ("torch.nn:Linear"), loaded on first use.
+
+    So discovery knows every name without importing torch or the plugins' modules: `zoo list`
+    and `zoo --help` never wait for them. The path is written in the plugin's own Python code
+    (its `register` call), never in a declaration; zoo._plugins.discovery supplies `load`.
+    """
+
+    def __init__(self, path: str, load: Callable[[], Callable[..., Any]]) -> None:
+        self.path = path
+        self._load = load
+        self._value: Callable[..., Any] | None = None
+
+    def get(self) -> Callable[..., Any]:
+        """The callable, imported on the first call."""
+        if self._value is None:
+            self._value = self._load()
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Deferred({self.path!r})"
+
+
+Registered = Callable[..., Any] | Deferred  # what a plugin's `register` call gave
+
+
+def _loaded(registered: Registered, what: str, origin: Origin, where: str = "") -> Callable[..., Any]:
+    if not isinstance(registered, Deferred):
+        return registered
+    try:
+        return registered.get()
+    except Exception as err:  # the plugin's module fails to import, or lacks the name: a plugin's fault
+        at = f"{where}: " if where else ""
+        raise PluginError(
+            f"{at}{what} from {origin} is registered as '{registered.path}', which cannot be loaded: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+
+
 @dataclass(frozen=True)
 class Provider:
-    """One provider of a name: exactly one of `factory` (a Python block) or `entry` is set."""
+    """One provider of a name: exactly one of `registered` (a Python block) or `entry` is set."""
 
     name: str
     origin: Origin
-    factory: Callable[..., Any] | None = None
+    registered: Registered | None = None
     entry: Entry | None = None
+
+    @property
+    def factory(self) -> Callable[..., Any] | None:
+        """The Python block (imported now when it was registered by path); None for a declared entry.
+
+        Raises:
+            PluginError: a block registered by path cannot be imported.
+        """
+        return None if self.registered is None else _loaded(self.registered, f"block '{self.name}'", self.origin)
 
     @property
     def where(self) -> str:
         """Where it was defined: file:line for declarations, the module for Python blocks."""
         if self.entry is not None:
             return str(self.entry.loc)
-        module = getattr(self.factory, "__module__", "?")
-        return f"{module}.{getattr(self.factory, '__qualname__', self.name)}"
+        try:
+            factory = self.factory
+        except PluginError:
+            assert isinstance(self.registered, Deferred)
+            return self.registered.path.replace(":", ".")
+        module = getattr(factory, "__module__", "?")
+        return f"{module}.{getattr(factory, '__qualname__', self.name)}"
 
 
 @dataclass(frozen=True)
@@ -58,8 +111,14 @@ class InitFn:
     """A registered function: an init function `fn(tensor, **kwargs)` for `init` rules, or an op."""
 
     name: str
-    fn: Callable[..., Any]
+    registered: Registered
     origin: Origin
+    kind: str = "init function"  # or "op", for messages
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        """The function (imported now when it was registered by path). Raises PluginError if it cannot be."""
+        return _loaded(self.registered, f"{self.kind} '{self.name}'", self.origin)
 
 
 class Registry:
@@ -79,18 +138,18 @@ class Registry:
 
     # --- adding -------------------------------------------------------------------------
 
-    def add_block(self, name: str, factory: Callable[..., Any], origin: Origin) -> None:
-        self._providers.setdefault(name, []).append(Provider(name, origin, factory=factory))
+    def add_block(self, name: str, factory: Registered, origin: Origin) -> None:
+        self._providers.setdefault(name, []).append(Provider(name, origin, registered=factory))
 
     def add_entries(self, entries: Iterable[Entry], origin: Origin) -> None:
         for entry in entries:
             self._providers.setdefault(entry.name, []).append(Provider(entry.name, origin, entry=entry))
 
-    def add_init(self, name: str, fn: Callable[..., Any], origin: Origin) -> None:
+    def add_init(self, name: str, fn: Registered, origin: Origin) -> None:
         self._inits.setdefault(name.rstrip("_"), []).append(InitFn(name.rstrip("_"), fn, origin))
 
-    def add_op(self, name: str, fn: Callable[..., Any], origin: Origin) -> None:
-        self._ops.setdefault(name, []).append(InitFn(name, fn, origin))
+    def add_op(self, name: str, fn: Registered, origin: Origin) -> None:
+        self._ops.setdefault(name, []).append(InitFn(name, fn, origin, kind="op"))
 
     # --- reading ------------------------------------------------------------------------
 
@@ -109,7 +168,10 @@ class Registry:
         return self._split(name)[1] in self._providers
 
     def resolve(self, name: str, where: str = "") -> Provider:
-        """The provider that `name` (bare or `DIST:name`) means. Raises on unknown or clashing names."""
+        """The provider that `name` (bare or `DIST:name`) means, its Python block imported.
+
+        Raises on unknown or clashing names, and PluginError for a block that cannot be imported.
+        """
         dist, base = self._split(name)
         at = f"{where}: " if where else ""
         candidates = self._providers.get(base)
@@ -123,8 +185,12 @@ class Registry:
             if not chosen:
                 dists = listing(p.origin.dist for p in candidates)
                 raise UnknownNameError(f"{at}'{base}' is not provided by '{dist}'; it is provided by: {dists}.")
-            return chosen[-1]
-        return self._choose(base, candidates, at)
+            provider = chosen[-1]
+        else:
+            provider = self._choose(base, candidates, at)
+        if provider.registered is not None:  # a block registered by path is imported where it is first used
+            _loaded(provider.registered, f"block '{base}'", provider.origin, where)
+        return provider
 
     def _choose(self, name: str, candidates: list[Provider], at: str) -> Provider:
         if len(candidates) == 1:
@@ -149,15 +215,39 @@ class Registry:
         )
 
     def init_fn(self, name: str, where: str = "") -> InitFn:
-        """The init function `name` (a trailing underscore is ignored: normal_ = normal)."""
+        """The init function `name` (a trailing underscore is ignored: normal_ = normal), imported."""
         return _pick(self._inits, name.rstrip("_"), "init function", where, "")
 
     def init_names(self) -> list[str]:
         return sorted(self._inits)
 
+    def inits(self, name: str) -> list[InitFn]:
+        """Every registration of the init function `name`, in order, none of them imported."""
+        return list(self._inits.get(name.rstrip("_"), ()))
+
     def op(self, name: str, where: str = "") -> InitFn:
-        """The op `name` for a dataflow block."""
+        """The op `name` for a dataflow block, imported."""
         return _pick(self._ops, name, "op", where, " A block with parameters is a `type`, not an `op`.")
+
+    def load_all(self, origin: Origin) -> list[PluginError]:
+        """Import everything `origin` registered by path (for `zoo plugins`); one error per failure."""
+        registered: list[tuple[str, Registered]] = [
+            (f"block '{p.name}'", p.registered)
+            for ps in self._providers.values()
+            for p in ps
+            if p.origin == origin and p.registered is not None
+        ]
+        for table in (self._inits, self._ops):
+            registered += [
+                (f"{f.kind} '{f.name}'", f.registered) for fs in table.values() for f in fs if f.origin == origin
+            ]
+        errors = []
+        for what, value in registered:
+            try:
+                _loaded(value, what, origin)
+            except PluginError as err:
+                errors.append(err)
+        return errors
 
     def clashes(self) -> list[str]:
         """Names provided more than once, for `zoo check` and `zoo plugins`."""
@@ -180,4 +270,6 @@ def _pick(table: dict[str, list[InitFn]], name: str, kind: str, where: str, hint
             f"{at}unknown {kind} '{name}'.{did_you_mean(name, table)} Known: {listing(table, limit=40)}.{hint}"
         )
     builtin = [c for c in candidates if c.origin.dist == BUILTIN]
-    return builtin[0] if builtin else candidates[-1]
+    chosen = builtin[0] if builtin else candidates[-1]
+    _loaded(chosen.registered, f"{kind} '{name}'", chosen.origin, where)
+    return chosen

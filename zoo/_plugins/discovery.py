@@ -3,12 +3,16 @@
 A plugin that fails to import or raises in a hook is reported once (a warning naming the
 distribution, its version and the error) and skipped; its partial registrations are dropped.
 Nothing here runs at `import zoo`: the registry is discovered by the first call that needs it.
+What a plugin registers by import path ("torch.nn:Linear") is imported where it is first used,
+so discovery itself needs neither torch nor the plugins' block modules.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
+import re
 import sys
 import time
 import warnings
@@ -24,7 +28,7 @@ import pluggy
 
 from zoo._errors import PluginError, UnknownNameError, did_you_mean, listing
 from zoo._language.declarations import Entry, Node, SharedRef, parse_file
-from zoo._language.registry import BUILTIN, USER, Origin, Registry, normalize_dist
+from zoo._language.registry import BUILTIN, USER, Deferred, Origin, Registered, Registry, normalize_dist
 from zoo._plugins import builtin, hookspecs
 from zoo._version import __version__
 
@@ -47,13 +51,14 @@ class PluginReport:
     module: str  # what the entry point loads, e.g. "zoo_convnets"
     status: str = "ok"  # ok | failed | disabled
     error: str | None = None  # why it failed: "ImportError: ..."
-    seconds: float = 0.0  # import plus hooks
+    seconds: float = 0.0  # import plus hooks (plus, after `imported()`, what it registered by import path)
     blocks: list[str] = field(default_factory=list)
     entries: list[str] = field(default_factory=list)
     inits: list[str] = field(default_factory=list)
     ops: list[str] = field(default_factory=list)
     shadowed: list[str] = field(default_factory=list)  # built-in names it also registers (ignored bare)
     notes: list[str] = field(default_factory=list)  # what zoo ignored, each also given as a ZooPluginWarning
+    imported: bool = False  # whether what it registered by import path has been imported (and timed)
 
     @property
     def provides(self) -> list[str]:
@@ -65,13 +70,46 @@ class PluginReport:
 class _Staged:
     """One plugin's registrations, committed to the registry only if the whole plugin succeeds."""
 
-    blocks: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    blocks: list[tuple[str, Registered]] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
-    inits: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
-    ops: list[tuple[str, Callable[..., Any]]] = field(default_factory=list)
+    inits: list[tuple[str, Registered]] = field(default_factory=list)
+    ops: list[tuple[str, Registered]] = field(default_factory=list)
 
     def names(self) -> set[str]:
         return {n for n, _ in self.blocks} | {e.name for e in self.entries}
+
+    def load_all(self) -> None:
+        """Import everything registered by path now; raise what the first failure raises."""
+        for _, value in (*self.blocks, *self.inits, *self.ops):
+            if isinstance(value, Deferred):
+                value.get()
+
+
+# "package.module:attribute.path", as an entry point names its object
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _registered(value: Callable[..., Any] | str) -> Registered:
+    """A `register` call's callable as given, or its import path as a Deferred."""
+    if not isinstance(value, str):
+        return value
+    if not _IMPORT_PATH.fullmatch(value):
+        raise TypeError(f"an import path is 'package.module:attribute', as in an entry point; got {value!r}")
+    return Deferred(value, lambda: _import(value))
+
+
+def _is_callable(value: object) -> bool:
+    return callable(value) or isinstance(value, str)  # a string: the callable's import path
+
+
+def _import(path: str) -> Callable[..., Any]:
+    module, _, attribute = path.partition(":")
+    value: Any = importlib.import_module(module)
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    if not callable(value):
+        raise TypeError(f"{path} is {value!r}, which is not callable")
+    return value  # type: ignore[no-any-return]
 
 
 # --- running one plugin's hooks -------------------------------------------------------------
@@ -86,12 +124,13 @@ def _run_hooks(plugin: object, name: str, origin: Origin) -> _Staged:
     staged = _Staged()
     here = _plugin_dir(plugin)
 
-    def register_block(block_name: str, factory: Callable[..., Any]) -> None:
-        if not isinstance(block_name, str) or not block_name or ":" in block_name or not callable(factory):
+    def register_block(block_name: str, factory: Callable[..., Any] | str) -> None:
+        if not isinstance(block_name, str) or not block_name or ":" in block_name or not _is_callable(factory):
             raise TypeError(
-                f"register(name, factory) needs a name without ':' and a callable, got {block_name!r}, {factory!r}"
+                f"register(name, factory) needs a name without ':' and a callable (or its import path), "
+                f"got {block_name!r}, {factory!r}"
             )
-        staged.blocks.append((block_name, factory))
+        staged.blocks.append((block_name, _registered(factory)))
 
     def register_registry(path: str | Path) -> None:
         path = Path(path)
@@ -99,15 +138,19 @@ def _run_hooks(plugin: object, name: str, origin: Origin) -> _Staged:
             path = here / path
         staged.entries.extend(parse_file(path, origin=origin.dist).values())
 
-    def register_init(init_name: str, fn: Callable[..., Any]) -> None:
-        if not isinstance(init_name, str) or not init_name or not callable(fn):
-            raise TypeError(f"register(name, fn) needs a name and a callable, got {init_name!r}, {fn!r}")
-        staged.inits.append((init_name, fn))
+    def register_init(init_name: str, fn: Callable[..., Any] | str) -> None:
+        if not isinstance(init_name, str) or not init_name or not _is_callable(fn):
+            raise TypeError(
+                f"register(name, fn) needs a name and a callable (or its import path), got {init_name!r}, {fn!r}"
+            )
+        staged.inits.append((init_name, _registered(fn)))
 
-    def register_op(op_name: str, fn: Callable[..., Any]) -> None:
-        if not isinstance(op_name, str) or not op_name.isidentifier() or not callable(fn):
-            raise TypeError(f"register(name, fn) needs an identifier and a callable, got {op_name!r}, {fn!r}")
-        staged.ops.append((op_name, fn))
+    def register_op(op_name: str, fn: Callable[..., Any] | str) -> None:
+        if not isinstance(op_name, str) or not op_name.isidentifier() or not _is_callable(fn):
+            raise TypeError(
+                f"register(name, fn) needs an identifier and a callable (or its import path), got {op_name!r}, {fn!r}"
+            )
+        staged.ops.append((op_name, _registered(fn)))
 
     manager.hook.zoo_blocks(register=register_block)
     manager.hook.zoo_registries(register=register_registry)
@@ -163,7 +206,7 @@ def _commit(registry: Registry, staged: _Staged, origin: Origin, report: PluginR
 def _builtin_names(registry: Registry, staged: _Staged) -> set[str]:
     names = {n for n in staged.names() if any(p.origin.dist == BUILTIN for p in registry.providers(n))}
     for init_name, _ in staged.inits:
-        if init_name.rstrip("_") in registry.init_names() and registry.init_fn(init_name).origin.dist == BUILTIN:
+        if any(f.origin.dist == BUILTIN for f in registry.inits(init_name)):
             names.add(init_name)
     return names
 
@@ -237,7 +280,8 @@ def discover(
     Args:
         plugins: None for every installed entry point (minus ZOO_DISABLE_PLUGINS), where a
             failing plugin is reported and skipped; otherwise only these, entry-point or
-            distribution names or in-process plugin objects, and a failure raises.
+            distribution names or in-process plugin objects, and a failure raises (what they
+            register by import path is imported at once, so a wrong path fails here too).
         files: user registry files, added last (after ZOO_REGISTRY's when plugins is None).
 
     Returns:
@@ -266,7 +310,8 @@ def discover(
                     reports.append(_load_entry_point(registry, ep, set(), strict=True))
             else:
                 name = getattr(plugin, "__name__", type(plugin).__name__)
-                reports.append(_load(registry, _given(plugin), name, _origin_of(plugin), name, strict=True))
+                origin = _origin_of(plugin)
+                reports.append(_load(registry, _given(plugin), name, origin, name, strict=True, load_all=True))
     for path in files:
         registry.add_entries(parse_file(path, origin=USER).values(), Origin(USER))
     return registry, reports
@@ -308,21 +353,31 @@ def _load_entry_point(registry: Registry, ep: metadata.EntryPoint, disabled: set
     origin = Origin(dist, ep.dist.version if ep.dist else None)
     if {DISABLE_ALL, *_names_of(ep)} & disabled:
         return PluginReport(ep.name, dist, origin.version, ep.value, status="disabled")
-    return _load(registry, ep.load, ep.name, origin, ep.value, strict)
+    return _load(registry, ep.load, ep.name, origin, ep.value, strict, load_all=strict)
 
 
 def _load(
-    registry: Registry, load: Callable[[], object], name: str, origin: Origin, module: str, strict: bool
+    registry: Registry,
+    load: Callable[[], object],
+    name: str,
+    origin: Origin,
+    module: str,
+    strict: bool,
+    load_all: bool = False,
 ) -> PluginReport:
     """Import the plugin (`load` is an entry point's) and run its hooks, all or nothing.
+
+    With `load_all`, what it registers by import path is imported too, as part of the all or nothing.
 
     Raises:
         PluginError: the plugin failed and `strict` is set; otherwise it is reported and skipped.
     """
-    report = PluginReport(name, origin.dist, origin.version, module)
+    report = PluginReport(name, origin.dist, origin.version, module, imported=load_all)
     start = time.perf_counter()
     try:
         staged = _run_hooks(load(), name, origin)  # load() imports: the import itself may fail
+        if load_all:
+            staged.load_all()
         if origin.dist != BUILTIN:
             staged.entries = _own_entries(staged, origin, report.notes)
         _commit(registry, staged, origin, report)
@@ -374,6 +429,23 @@ def reports() -> list[PluginReport]:
     """What discovery found: the built-in default plugin, then one report per installed plugin."""
     current()
     return list(_state["reports"])
+
+
+def imported() -> list[PluginReport]:
+    """reports(), after importing everything each plugin registered by import path (`zoo plugins`).
+
+    Each plugin's `seconds` then counts those imports too (the built-in plugin's, torch), and a
+    path that cannot be imported is a note on its plugin: its name stays, and fails where used.
+    """
+    registry = current()
+    found: list[PluginReport] = _state["reports"]
+    for report in found:
+        if report.status == "ok" and not report.imported:
+            start = time.perf_counter()
+            report.notes += [str(err) for err in registry.load_all(Origin(report.dist, report.version))]
+            report.seconds += time.perf_counter() - start
+            report.imported = True
+    return list(found)
 
 
 def reset() -> None:
