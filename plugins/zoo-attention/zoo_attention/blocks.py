@@ -204,17 +204,3 @@ class ClassHead(nn.Module):
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.linear(self.ln(X[:, 0]))  # (B, T, C) -> (B, num_classes)
-
-
-BLOCKS = (
-    MultiHeadAttention,
-    PositionWiseFFN,
-    AddNorm,
-    TransformerEncoderBlock,
-    ViTMLP,
-    ViTBlock,
-    ClassToken,
-    LearnedPositions,
-    LazyLearnedPositions,
-    ClassHead,
-)

@@ -19,6 +19,3 @@ def vgg_block(num_convs: int, out_channels: int) -> nn.Sequential:
         layers += [nn.LazyConv2d(out_channels, kernel_size=3, padding=1), nn.ReLU()]  # (B, out_channels, H, W)
     layers.append(nn.MaxPool2d(kernel_size=2, stride=2))  # (B, out_channels, H / 2, W / 2)
     return nn.Sequential(*layers)
-
-
-BLOCKS = (vgg_block,)
