@@ -129,6 +129,53 @@ def test_help_everywhere(capsys: pytest.CaptureFixture[str], command: str) -> No
     assert code == 0 and f"usage: zoo {command}" in out
 
 
+def test_version_prints_zoos_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import zoo
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out == f"zoo {zoo.__version__}\n"
+
+
+# Run `zoo ARGV` in a fresh interpreter and report, after it, whether torch was imported.
+FRESH = """
+import sys
+from zoo.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit_:
+    code = exit_.code
+print(f"exit={code} torch={'torch' in sys.modules}", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "exit_code"),
+    [
+        (["--help"], 0),
+        (["--version"], 0),
+        (["check", "--help"], 0),
+        (["build", "--help"], 0),
+        (["frobnicate"], 2),
+        (["build"], 2),
+        (["list"], 0),
+        (["list", "--all"], 0),
+        (["list", "*mlp*", "--registry", "REGISTRY"], 0),
+    ],
+    ids=["help", "version", "check-help", "build-help", "unknown-command", "missing-argument", "list", "all", "files"],
+)
+def test_the_command_line_does_not_wait_for_torch(
+    argv: list[str], exit_code: int, write_toml: Callable[..., Path]
+) -> None:
+    # `zoo list` too, with the example plugins installed: they register their blocks by import path
+    path = write_toml('[my_mlp]\nlayers = [{ type = "Linear", in_features = 2, out_features = 3 }, "ReLU"]\n')
+    argv = [str(path) if a == "REGISTRY" else a for a in argv]
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("ZOO_")}
+    done = subprocess.run([sys.executable, "-c", FRESH, *argv], capture_output=True, text=True, timeout=120, env=env)
+    assert done.stderr.splitlines()[-1] == f"exit={exit_code} torch=False", done.stderr
+    if argv[-1] == str(path):
+        assert "my_mlp" in done.stdout and "user" in done.stdout
+
+
 def test_an_x_separated_shape_works(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "build", "mlp", "--input-shape", "3x20")
     assert code == 0 and "output: (3, 10)" in out

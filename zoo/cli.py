@@ -1,4 +1,8 @@
-"""The `zoo` command: a thin layer over the public API. Bad input → a message and exit 2."""
+"""The `zoo` command: a thin layer over the public API. Bad input → a message and exit 2.
+
+Each handler imports what it needs when it runs, so `zoo --help`, `zoo --version`, a usage error
+and `zoo list` never import torch (tests/test_cli.py checks it in fresh processes).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from zoo._version import __version__
 
 EXIT_BAD_INPUT = 2
 
@@ -40,12 +46,11 @@ def _registry(args: argparse.Namespace) -> list[str] | None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    import zoo
-    from zoo._build import builder
+    from zoo._plugins import discovery
 
-    reg = builder.registry_for(_registry(args))
+    reg = discovery.with_files(_registry(args) or ())  # names and declarations only: torch is not needed
     shown = []
-    for name in zoo.names(args.pattern, registry=reg):
+    for name in reg.names(args.pattern):
         provider = reg.providers(name)[-1]
         if provider.entry is None and not (args.all or args.pattern):
             continue
@@ -365,6 +370,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="zoo", description="A declarative model zoo for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
