@@ -51,12 +51,22 @@ def machine() -> dict[str, Any]:
     }
 
 
-def report(title: str, rows: list[dict[str, Any]], out: Path | None, **extra: Any) -> None:
-    """Print `rows` as a table and write {title, rows, machine, ...} as JSON when asked."""
+def report(
+    title: str,
+    rows: list[dict[str, Any]],
+    out: Path | None,
+    tables: dict[str, list[dict[str, Any]]] | None = None,
+    **extra: Any,
+) -> None:
+    """Print `rows` (and more `tables`, by title) and write {title, rows, tables, machine, ...} as JSON when asked."""
     print(f"\n{title}")
     print(table(rows))
+    for name, more in (tables or {}).items():
+        print(f"\n{name}")
+        print(table(more))
     if out is not None:
-        out.write_text(json.dumps({"title": title, "rows": rows, "machine": machine(), **extra}, indent=2))
+        data = {"title": title, "rows": rows, "tables": tables or {}, "machine": machine(), **extra}
+        out.write_text(json.dumps(data, indent=2))
 
 
 def table(rows: list[dict[str, Any]]) -> str:

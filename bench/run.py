@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -55,9 +56,11 @@ def main() -> int:
             out = Path(tmp) / f"{section}.json"
             command = [sys.executable, str(path), "--json", str(out)] + (["--quick"] if args.quick else [])
             print(f"== {section}: {' '.join(command[1:2])}", flush=True)
-            t0 = time.time()
+            t0, load_before = time.time(), os.getloadavg()[0]
             done = subprocess.run(command, cwd=ROOT, text=True, capture_output=True)
             print(done.stdout, end="")
+            print(f"== {section}: {time.time() - t0:.0f} s (load average {load_before:.1f} before, "
+                  f"{os.getloadavg()[0]:.1f} after)", flush=True)  # fmt: skip
             if done.returncode != 0:
                 notes[section] = f"failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
                 print(done.stderr, file=sys.stderr)
@@ -65,6 +68,7 @@ def main() -> int:
             if out.exists():
                 results[section] = json.loads(out.read_text())
                 results[section]["seconds"] = round(time.time() - t0, 1)
+                results[section]["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
             else:
                 notes[section] = (done.stdout.strip().splitlines() or ["no output"])[-1]
     print("\nsummary")
@@ -92,10 +96,21 @@ def summary(results: dict[str, dict]) -> list[dict[str, Any]]:
     for row in results.get("references", {}).get("rows", []):
         goal = float(row["goal"].removeprefix("<= "))
         add(f"{row['measure']} {row['model']}: zoo / reference", row["ratio"], row["goal"], row["ratio"] <= goal)
-    for row in results.get("startup", {}).get("rows", []):
-        if row["case"] == "zoo, 20 plugins":
-            add("cold start, 20 plugins / none", row["wall_vs_no_plugins"], "", None)
-            add("cold start, 20 plugins / torch + hand-written", row["wall_vs_hand"], "", None)
+    startup = results.get("startup", {})
+    for row in startup.get("rows", []):
+        if row["goal"]:
+            goal = float(row["goal"].removeprefix("<= "))
+            add(
+                f"startup: {row['command']} / import torch",
+                row["vs_import_torch"],
+                row["goal"],
+                row["vs_import_torch"] <= goal,
+            )
+    for rows_ in startup.get("tables", {}).values():
+        for row in rows_:
+            if row["case"] == "zoo, 20 plugins":
+                add("cold start, 20 plugins / none", row["wall_vs_no_plugins"], "", None)
+                add("cold start, 20 plugins / torch + hand-written", row["wall_vs_hand"], "", None)
     load = results.get("load", {}).get("rows", [])
     for row in load:
         if row["method"] == "zoo.load+touch":  # every byte read: the fair comparison with a copy
@@ -146,6 +161,15 @@ def _markdown(results: dict[str, dict], notes: dict[str, str], seconds: float, q
         f"({info['threads']} threads), Python {info['python']}, no GPU unless the gpu section says so.",
         "Every figure is the median of several interleaved repeats in one run; ratios compare cases of the same run.",
         "",
+        "Time per section, with the machine's 1-minute load average before and after it (the machine is shared):",
+        "",
+        table(
+            [
+                {"section": s, "seconds": d["seconds"], "load average": " → ".join(map(str, d.get("load_average", [])))}
+                for s, d in results.items()
+            ]
+        ),
+        "",
         "## Summary",
         "",
         table(summary(results)),
@@ -155,6 +179,8 @@ def _markdown(results: dict[str, dict], notes: dict[str, str], seconds: float, q
         if section in results:
             data = results[section]
             lines += [f"## {section}", "", data["title"], "", table(data["rows"]) if data["rows"] else "(no rows)", ""]
+            for title, rows in data.get("tables", {}).items():
+                lines += [title, "", table(rows), ""]
             for note in data.get("notes", []):
                 lines.append(f"- {note}")
             lines.append("")
