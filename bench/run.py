@@ -71,12 +71,30 @@ def main() -> int:
                 results[section]["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
             else:
                 notes[section] = (done.stdout.strip().splitlines() or ["no output"])[-1]
+    total = time.time() - started
     print("\nsummary")
     print(table(summary(results)))
-    args.out.write_text(_markdown(results, notes, time.time() - started, quick=args.quick))
+    print(f"\ntime per section ({total / 60:.1f} min in all; the 1-minute load average shows a shared machine)")
+    print(table(_timings(results, notes)))
+    args.out.write_text(_markdown(results, notes, total, quick=args.quick))
     plot = _plot(results.get("load"), args.out.with_name("bench_load.png"))
     print(f"\nwrote {args.out}" + (f" and {plot}" if plot else ""))
     return 1 if any(n.startswith("failed") for n in notes.values()) else 0
+
+
+def _timings(results: dict[str, dict], notes: dict[str, str]) -> list[dict[str, Any]]:
+    """Seconds per section, in running order, with the load average before and after (a failed one says so)."""
+    return [
+        {
+            "section": section,
+            "seconds": ran.get("seconds", "-"),
+            "load average": " → ".join(map(str, ran.get("load_average", []))),
+            "note": notes.get(section, ""),
+        }
+        for section, _ in SCRIPTS
+        for ran in [results.get(section, {})]
+        if section in results or section in notes
+    ]
 
 
 def summary(results: dict[str, dict]) -> list[dict[str, Any]]:
@@ -163,12 +181,7 @@ def _markdown(results: dict[str, dict], notes: dict[str, str], seconds: float, q
         "",
         "Time per section, with the machine's 1-minute load average before and after it (the machine is shared):",
         "",
-        table(
-            [
-                {"section": s, "seconds": d["seconds"], "load average": " → ".join(map(str, d.get("load_average", [])))}
-                for s, d in results.items()
-            ]
-        ),
+        table(_timings(results, notes)),
         "",
         "## Summary",
         "",
