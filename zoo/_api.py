@@ -97,12 +97,8 @@ def build(
     def construct() -> nn.Module:
         return builder.build(name, overrides, registry=registry)
 
-    building: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    if sharded:
-        building = torch.device("meta")
-    elif target is not None and target.type == "meta":
-        building = meta_build()  # shapes only: nothing allocated, no values drawn
-    with building:
+    on_meta = sharded or (target is not None and target.type == "meta")  # built there: no memory, no values drawn
+    with meta_build() if on_meta else contextlib.nullcontext():
         model = construct()
     info = builder.build_info(model)
     if sharded:

@@ -17,7 +17,10 @@ import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: `tests` from the checkout
+
 import zoo
+from tests.ties import forward_backward
 from zoo._weights import writer
 
 BATCH = 8
@@ -105,7 +108,13 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
     zoo.save(odd, work / "odd")
     odd_full = gathered(odd)
 
+    # 7. Every registry entry with a tie (tests/ties.py), loaded sharded: forward and backward on 2 ranks.
+    tied = {folder.name: forward_backward(zoo.load(folder, mesh=mesh)) for folder in sorted((work / "tied").iterdir())}
+    record["tied"] = sorted(tied)
+
     if rank == 0:
+        for name, results in tied.items():
+            zoo.save_tensors(results, out / f"tied-{name}.safetensors")
         zoo.save_tensors(
             {
                 "output": output,
@@ -120,7 +129,7 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
         )
     (out / f"rank{rank}.json").write_text(json.dumps(record))
 
-    # 7. A rank killed in the middle of a save leaves the previous checkpoint whole.
+    # 8. A rank killed in the middle of a save leaves the previous checkpoint whole.
     if rank == 1:
 
         def die(*_args: object, **_kwargs: object) -> None:

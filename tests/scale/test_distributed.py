@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +18,12 @@ import torch
 import torch.distributed as dist
 
 import zoo
+from tests.scale.conftest import free_port
 from tests.scale.distributed_worker import train_step
+from tests.ties import forward_backward, small, tied_entries
 
 WORKER = Path(__file__).parent / "distributed_worker.py"
 RUN_TIMEOUT = 300  # seconds for both ranks: a hang fails the tests instead of stalling the suite
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +37,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     train_step(model, optimizer, 1)
     zoo.checkpoint.save(work / "single", model=model, optimizer=optimizer, step=1)
+    for name in tied_entries():
+        torch.manual_seed(0)
+        zoo.save(zoo.build(name, **small(name)), work / "tied" / name)
 
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -186,6 +183,17 @@ def test_rows_that_do_not_split_evenly_save_and_load(run: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", tied_entries())
+def test_every_tied_entry_runs_forward_and_backward_on_two_ranks_as_unsharded(run: Path, name: str) -> None:
+    assert record(run, 0)["tied"] == record(run, 1)["tied"] == sorted(tied_entries())
+    expected = forward_backward(zoo.load(run / "tied" / name))
+    got = zoo.load_tensors(run / "out" / f"tied-{name}.safetensors")
+    assert got.keys() == expected.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
 def test_a_rank_killed_while_saving_leaves_the_previous_checkpoint_whole(run: Path) -> None:
     outcome = (run / "out" / "killed_save.txt").read_text()
     assert outcome.startswith("DistributedError: rank 0: saving "), outcome
@@ -204,18 +212,6 @@ def test_a_mesh_without_a_process_group_says_how_to_start_one(tmp_path: Path) ->
     zoo.save(zoo.build("mlp"), tmp_path / "mlp")
     with pytest.raises(zoo.DistributedError, match="needs a process group"):
         zoo.load(tmp_path / "mlp", mesh=object())
-
-
-@pytest.fixture
-def mesh() -> Iterator[object]:
-    """A gloo process group of one rank in this process, and its mesh; torn down afterwards."""
-    from torch.distributed.device_mesh import init_device_mesh
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
-    try:
-        yield init_device_mesh("cpu", (1,))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_a_mesh_must_be_a_device_mesh(mesh: object) -> None:

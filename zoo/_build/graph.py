@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from zoo._build import devices
+from zoo._build import devices, ties
 from zoo._errors import BuildError, DeviceError, SpecError, ZooError
 from zoo._language import names
 from zoo._language.declarations import Const, Ref, Value
@@ -58,6 +58,13 @@ class DataflowModule(names.DeclaredParts, fx.GraphModule):
         if "__call__" in vars(type(self)):
             delattr(type(self), "__call__")
         return code
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> DataflowModule:
+        # .to(), .to_empty(), .half(): torch gives each place of a tied tensor its own copy when the
+        # storage cannot be reused (CPU -> meta); a declared `tie` stays one Parameter (zoo._build.ties).
+        with ties.kept(self):
+            super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        return self
 
 
 def compile_graph(tree: Graph, build: Callable[[Resolved], nn.Module]) -> nn.Module:

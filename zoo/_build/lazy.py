@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
-from zoo._build import devices
+from zoo._build import devices, ties
 from zoo._build.builder import build_info
 from zoo._build.devices import DeviceArg
 from zoo._errors import ArgumentError, DeviceError, NotMaterializedError, listing
@@ -122,12 +122,13 @@ def model_float_dtype(model: nn.Module) -> torch.dtype:
 
 
 def place(model: nn.Module, device: torch.device | None, dtype: torch.dtype | None) -> None:
-    """model.to(device, dtype), keeping lazy layers lazy (on meta too)."""
+    """model.to(device, dtype), keeping lazy layers lazy (on meta too) and tied tensors tied."""
     if device is None and dtype is None:
         return
     pending = _uninitialized_places(model)
     try:
-        model.to(device=device, dtype=dtype)
+        with ties.kept(model):
+            model.to(device=device, dtype=dtype)
     except torch.OutOfMemoryError as err:
         raise DeviceError(f"{label(model)} does not fit on {device}: {err}") from err
     # Module.to keeps an uninitialised tensor's class only where the new tensor can share its

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from zoo._build import builder, devices, lazy
+from zoo._build import builder, devices, lazy, ties
 from zoo._build.builder import RegistryArg
 from zoo._build.known_shapes import materialize_from_shapes
 from zoo._build.materialize import materialize
@@ -231,7 +231,8 @@ def _read_once(folder: Path, where: _Placement, strict: bool, registry: Registry
             if plan is not None:
                 placement.dispatch(model, plan)  # moves each block once, to its device
             elif target is not None or where.dtype is not None:
-                model.to(device=target, dtype=where.dtype)
+                with ties.kept(model):
+                    model.to(device=target, dtype=where.dtype)
     return model.eval()
 
 
@@ -280,9 +281,9 @@ def _read_fast(
         if lazy.is_lazy(model):
             materialize_from_shapes(model, stored.shapes())  # no forward pass on a mesh: the headers must do
         if where.dtype is not None:
-            model.to(dtype=where.dtype)
+            lazy.place(model, None, where.dtype)
         fsdp.shard(model, where.mesh, where.shard, name=f"'{config.name}'")
-        model.to_empty(device=fsdp.mesh_device(where.mesh))
+        fsdp.allocate(model, where.mesh)
         fsdp.read_rows(model, stored)
         _fill_computed_buffers(model, build, folder, None, where.dtype)
         return model

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from zoo._build import ties
 from zoo._build.meta import fill_buffers
 from zoo._errors import (
     ArgumentError,
@@ -154,21 +155,93 @@ def same_on_all_ranks(text: str) -> str:
 def shard(model: nn.Module, mesh: DeviceMesh, policy: ShardPolicy = None, *, name: str = "the model") -> None:
     """Apply fully_shard to the blocks `policy` picks (innermost first), then to `model` itself.
 
+    Tied parameters (one Parameter at several places) are gathered by one FSDP unit: the default
+    policy leaves the blocks that hold a tie out and makes the smallest block holding all of
+    them a unit instead (for GPT-2's embedding and head: the model itself, as torchtitan and
+    transformers group them); a policy of the caller's that would split a tie is refused.
+
     Raises:
         UnknownNameError: `policy` names a block type that `model` does not contain.
+        ArgumentError: `policy` puts the places of a tied parameter in different units (naming both keys).
     """
     from torch.distributed.fsdp import fully_shard
 
-    picks = _policy(model, policy, name)
-    units = [module for path, module in model.named_modules() if path and picks(path, module)]
-    for module in reversed(units):  # children before their parents: a parent's unit holds what is left
+    for module in reversed(units(model, policy, name)):  # children before their parents
         fully_shard(module, mesh=mesh)
     fully_shard(model, mesh=mesh)
 
 
-def _policy(model: nn.Module, policy: ShardPolicy, name: str) -> Callable[[str, nn.Module], bool]:
-    if policy is None:
-        return lambda _path, module: any(p is not None for p in module._parameters.values())
+def units(model: nn.Module, policy: ShardPolicy = None, name: str = "the model") -> list[nn.Module]:
+    """The blocks that become FSDP units below the model itself, in module order; checked against the ties.
+
+    Raises:
+        UnknownNameError, ArgumentError: as for `shard`.
+    """
+    paths = {id(module): path for path, module in model.named_modules()}
+    tied = [[(paths[id(module)], key) for module, key in places] for places in ties.groups(model)]
+    picks = _default_policy(tied) if policy is None else _policy(model, policy, name)
+    chosen = [module for path, module in model.named_modules() if path and picks(path, module)]
+    _refuse_split_ties(model, tied, {id(module) for module in chosen}, name)
+    return chosen
+
+
+def _default_policy(tied: list[list[tuple[str, str]]]) -> Callable[[str, nn.Module], bool]:
+    """Every block that owns parameters, but a tie goes to the smallest block holding all of its places."""
+    holders = {path for places in tied for path, _ in places}
+    common = {_common_block([path for path, _ in places]) for places in tied}
+
+    def picks(path: str, module: nn.Module) -> bool:
+        owns = any(p is not None for p in module._parameters.values())
+        return path in common or (owns and path not in holders)
+
+    return picks
+
+
+def _common_block(paths: list[str]) -> str:
+    """The innermost module path that holds every one of `paths` ("" is the model)."""
+    parts = [path.split(".") if path else [] for path in paths]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
+
+
+def _refuse_split_ties(model: nn.Module, tied: list[list[tuple[str, str]]], chosen: set[int], name: str) -> None:
+    """Every place of a tied parameter must be gathered by the same unit: FSDP manages a parameter in one."""
+
+    def unit_of(path: str) -> str:
+        parts = path.split(".") if path else []
+        for cut in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:cut])
+            if id(model.get_submodule(prefix)) in chosen:
+                return prefix
+        return ""
+
+    for places in tied:
+        first_path, first_key = places[0]
+        for path, key in places[1:]:
+            a, b = unit_of(first_path), unit_of(path)
+            if a != b:
+                full = [f"{p}.{k}" if p else k for p, k in ((first_path, first_key), (path, key))]
+                both = _common_block([first_path, path])
+                raise ArgumentError(
+                    f"rank {rank()}: in {name}, shard= puts '{full[0]}' in {_unit_name(a)} and '{full[1]}', the same "
+                    f"Parameter (tied), in {_unit_name(b)}; FSDP gathers a parameter with one unit, so a tie must "
+                    f"stay in one. Shard a block that holds both ({f'{both!r}' if both else 'the model itself'}) "
+                    f"instead of those below it, or leave shard= out: zoo's default keeps each tie in one unit. "
+                    f"Nothing was loaded."
+                )
+
+
+def _unit_name(path: str) -> str:
+    return f"the FSDP unit '{path}'" if path else "the model's own FSDP unit"
+
+
+def _policy(
+    model: nn.Module, policy: Collection[str | type[nn.Module]] | Callable[[str, nn.Module], bool], name: str
+) -> Callable[[str, nn.Module], bool]:
     if callable(policy):
         return policy
     if isinstance(policy, str):
@@ -215,7 +288,7 @@ def initialise(
     """
     _check_initialisable(model, name)
     shard(model, mesh, policy, name=f"'{name}'")
-    model.to_empty(device=mesh_device(mesh))
+    allocate(model, mesh)
     _use_rank0_random_state()
     _initialise(model)
     every = [key for key, _ in model.named_buffers(remove_duplicate=False)]
@@ -253,7 +326,14 @@ def _use_rank0_random_state() -> None:
     torch.random.set_rng_state(state.cpu())
 
 
+def allocate(model: nn.Module, mesh: DeviceMesh) -> None:
+    """Give a sharded model built on meta its local rows on the mesh's device (uninitialised), ties kept."""
+    with ties.kept(model):
+        model.to_empty(device=mesh_device(mesh))
+
+
 def _initialise(model: nn.Module) -> None:
+    seen: set[int] = set()  # a tied parameter keeps the values of its first owner, as the tie in a build does
     for _path, module in model.named_modules():
         own = {n: p for n, p in module._parameters.items() if p is not None}
         if not own:
@@ -266,7 +346,9 @@ def _initialise(model: nn.Module) -> None:
             module._parameters.update(own)
         with torch.no_grad():
             for n, p in own.items():
-                _copy_rows(p, full[n].__getitem__)
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    _copy_rows(p, full[n].__getitem__)
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from zoo._build import lazy
+from zoo._build import lazy, ties
 from zoo._build.devices import (
     DeviceArg,
     MemoryArg,
@@ -607,17 +607,18 @@ def dispatch(model: nn.Module, plan: Plan) -> nn.Module:
         handle.remove()
     handles: list[RemovableHandle] = []
     hooked: set[int] = set()
-    for placement in plan.placements:
-        module = modules[placement.name]
-        device = moving[placement.name]
-        if id(module) in hooked:
-            continue  # a module used twice moves and hooks once
-        hooked.add(id(module))
-        if plan.dtype is not None:
-            module.to(device=device, dtype=plan.dtype)  # floating tensors only, as the plan counted them
-        else:
-            module.to(device)
-        handles.append(module.register_forward_pre_hook(_mover(device), with_kwargs=True))
+    with ties.kept(model):  # the plan put tied blocks on one device; the tie stays one tensor there
+        for placement in plan.placements:
+            module = modules[placement.name]
+            device = moving[placement.name]
+            if id(module) in hooked:
+                continue  # a module used twice moves and hooks once
+            hooked.add(id(module))
+            if plan.dtype is not None:
+                module.to(device=device, dtype=plan.dtype)  # floating tensors only, as the plan counted them
+            else:
+                module.to(device)
+            handles.append(module.register_forward_pre_hook(_mover(device), with_kwargs=True))
     model.__dict__["_zoo_dispatch_hooks"] = handles
     model.__dict__["zoo_plan"] = plan
     return model
