@@ -135,7 +135,7 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
         def die(*_args: object, **_kwargs: object) -> None:
             os._exit(3)
 
-        writer.write_model_files = die  # type: ignore[assignment]
+        writer.write_at = die  # type: ignore[assignment]
     try:
         zoo.checkpoint.save(work / "run", model=model, optimizer=optimizer, step=2)
         outcome = "returned"

@@ -328,6 +328,15 @@ def test_a_hub_repo_loads_sharded(mesh: object, tmp_path: Path, monkeypatch: pyt
     assert_same_weights({k: v.full_tensor() for k, v in sharded.state_dict().items()}, model.state_dict())
 
 
+def test_a_sharded_load_in_another_dtype_converts_as_the_unsharded_one(mesh: object, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    zoo.save(zoo.build("mlp", hidden=16), tmp_path / "mlp")
+    sharded = zoo.load(tmp_path / "mlp", mesh=mesh, dtype=torch.float16)  # type: ignore[arg-type]
+    plain = zoo.load(tmp_path / "mlp", dtype=torch.float16)
+    assert all(p.dtype == torch.float16 for p in sharded.parameters())
+    assert_same_weights({k: v.full_tensor() for k, v in sharded.state_dict().items()}, plain.state_dict())
+
+
 # --- GPUs ------------------------------------------------------------------------------------------
 
 

@@ -24,8 +24,9 @@ by `import zoo`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
@@ -51,7 +52,6 @@ from zoo._weights import fit, layout, reader, writer
 
 if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
-    from torch.distributed.tensor import DTensor
 
 ShardPolicy = Collection[str | type[nn.Module]] | Callable[[str, nn.Module], bool] | None
 
@@ -356,18 +356,29 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
     return to_local() if to_local is not None else tensor
 
 
+def _index(target: torch.Tensor) -> tuple[slice, ...]:
+    """This rank's place in the full tensor: the slices its local rows cover."""
+    chunks = target.__create_chunk_list__() if hasattr(target, "__create_chunk_list__") else None
+    if chunks is None:
+        return tuple(slice(0, n) for n in target.shape)
+    (chunk,) = chunks
+    return tuple(slice(o, o + n) for o, n in zip(chunk.offsets, chunk.sizes, strict=True))
+
+
 def _copy_rows(target: torch.Tensor, read: Callable[[tuple[slice, ...]], torch.Tensor]) -> None:
     """Fill this rank's part of `target` with `read(index)`, `index` its place in the full tensor."""
     local = _local(target)
     if local.numel() == 0:  # fewer rows than ranks: this rank holds none
         return
-    chunks = target.__create_chunk_list__() if hasattr(target, "__create_chunk_list__") else None
-    if chunks is None:
-        index = tuple(slice(0, n) for n in target.shape)
-    else:
-        (chunk,) = chunks
-        index = tuple(slice(o, o + n) for o, n in zip(chunk.offsets, chunk.sizes, strict=True))
-    local.copy_(read(index))
+    local.copy_(read(_index(target)))
+
+
+def _read_rows(target: torch.Tensor, stored: reader.StoredTensors, key: str) -> None:
+    """Read this rank's part of `target` from the file straight into its memory (nothing else is allocated)."""
+    local = _local(target)
+    if local.numel() == 0:
+        return
+    stored.read_into(key, _index(target), local)
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -388,7 +399,7 @@ def read_rows(model: nn.Module, stored: reader.StoredTensors) -> None:
             if id(tensor) in seen:  # tied: one tensor under two keys
                 continue
             seen.add(id(tensor))
-            _copy_rows(tensor, functools.partial(stored.part, key))
+            _read_rows(tensor, stored, key)
 
 
 def load_into(model: nn.Module, path: Path) -> None:
@@ -462,13 +473,14 @@ def _abandon(writer: contextlib.AbstractContextManager[Path] | None, err: BaseEx
 
 
 def write_state(temp: Path, state: Mapping[str, torch.Tensor], save_id: str) -> None:
-    """Every rank: gather the tensors one at a time, keep those this rank writes, write them as one shard file.
+    """Every rank: write the tensors this rank owns as one shard file, receiving their rows from the other ranks.
 
     `temp` becomes a zoo weights folder (model.safetensors, or shards and their index, which
-    rank 0 writes). A tensor under several keys (tied) is stored once. Collective.
+    rank 0 writes). A tensor under several keys (tied) is stored once. Each file's header is
+    written first, from the shapes, and every rank's rows of a tensor go straight to their place
+    in it, one rank's rows at a time: a rank holds its own shards and one other rank's rows of one
+    tensor, never a gathered model. Collective: every rank calls it, with the same state.
     """
-    from torch.distributed.tensor import DTensor
-
     temp.mkdir(exist_ok=True)
     me, world = rank(), dist.get_world_size()
     first: dict[int, str] = {}
@@ -479,31 +491,32 @@ def write_state(temp: Path, state: Mapping[str, torch.Tensor], save_id: str) -> 
         else:
             first[id(tensor)] = key
     unique = list(first.values())
+    writer.check_storable({key: state[key] for key in unique}, None)  # the same verdict on every rank, before any I/O
     owner = _owners(unique, state, world)
     files = sorted(set(owner.values()))
     names = {
         o: layout.MODEL_FILE if len(files) == 1 else layout.SHARD_NAME.format(i + 1, len(files))
         for i, o in enumerate(files)
     }
-    mine: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for key in unique:
-            tensor = state[key]
-            if isinstance(tensor, DTensor):
-                full = _gather(tensor, owner[key])  # every rank takes part
-                if full is not None:
-                    mine[key] = full
-            elif owner[key] == me:  # not sharded (a buffer): every rank holds all of it
-                mine[key] = tensor.detach()
-    for alias, key in aliases.items():
-        if owner[key] == me:
-            mine[alias] = mine[key]  # the same tensor: stored once, with the alias in the header
+    mine = [key for key in unique if owner[key] == me]
+    plan = None
     if mine:
-        part = temp / f".rank-{me}"
-        part.mkdir()
-        writer.write_model_files(part, mine, metadata={layout.SAVE_ID_KEY: save_id})
-        (part / layout.MODEL_FILE).rename(temp / names[me])
-        part.rmdir()
+        metadata = {"format": "pt", layout.SAVE_ID_KEY: save_id}
+        own_aliases = {alias: key for alias, key in aliases.items() if owner[key] == me}
+        if own_aliases:
+            metadata[layout.ALIASES_KEY] = json.dumps(own_aliases)
+        plan = writer.plan_file({key: (state[key].dtype, tuple(state[key].shape)) for key in mine}, metadata)
+    with open(temp / names[me], "xb") if plan is not None else contextlib.nullcontext() as f:
+        if f is not None and plan is not None:
+            f.write(plan.header)
+            f.flush()
+        inbox = _Inbox()
+        with torch.no_grad():
+            for key in unique:
+                at = plan.offsets[key] if plan is not None and owner[key] == me else None
+                _stream(state[key], owner[key], f, at, inbox)
+        if f is not None:
+            os.fsync(f.fileno())
     if me == 0 and len(files) > 1:
         index = {
             "metadata": {"total_size": sum(_nbytes(state[k]) for k in unique)},
@@ -512,27 +525,61 @@ def write_state(temp: Path, state: Mapping[str, torch.Tensor], save_id: str) -> 
         (temp / layout.INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
 
-def _gather(tensor: DTensor, owner: int) -> torch.Tensor | None:
-    """The full tensor on rank `owner` (None elsewhere): only the owner receives the rows, and only once."""
-    from torch.distributed.tensor import Shard
+class _Inbox:
+    """One receive buffer for a whole save, grown to the largest part: rows in flight never pile up."""
 
-    mesh = tensor.device_mesh
-    if mesh.ndim != 1 or tuple(tensor.placements) != (Shard(0),) or tensor.shape[0] == 0:  # DTensor knows how
-        full = tensor.full_tensor()
-        return full if rank() == owner else None
-    if mesh.size() == 1:  # one rank holds it all
-        return tensor.to_local()
-    group, world, rows = mesh.get_group(), mesh.size(), tensor.shape[0]
+    def __init__(self) -> None:
+        self.memory: torch.Tensor | None = None
+
+    def take(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        nbytes = math.prod(shape) * dtype.itemsize
+        if self.memory is None or self.memory.numel() < nbytes or self.memory.device != device:
+            self.memory = None  # the old buffer goes before the new one comes
+            self.memory = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        return self.memory[:nbytes].view(dtype).view(shape)
+
+
+def _stream(tensor: torch.Tensor, owner: int, f: Any, offset: int | None, inbox: _Inbox) -> None:
+    """Get every rank's rows of `tensor` to `owner`, which writes them at `offset` of `f`. Collective.
+
+    A tensor fully_shard cut into rows (Shard(0) on a 1-D mesh) goes rank by rank: each rank
+    sends its rows, the owner writes them where they belong, so only one rank's rows are ever in
+    flight. Anything else (replicated buffers, other placements) is gathered whole first.
+    """
+    from torch.distributed.tensor import DTensor, Shard
+
+    me = rank()
+    rows_cut = (
+        isinstance(tensor, DTensor)
+        and tensor.device_mesh.ndim == 1
+        and tuple(tensor.placements) == (Shard(0),)
+        and tensor.dim() > 0
+        and tensor.shape[0] > 0
+    )
+    if not rows_cut:
+        full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor.detach()
+        if offset is not None:
+            writer.write_at(f, full, offset)
+        return
+    assert isinstance(tensor, DTensor)
+    world, rows = dist.get_world_size(), tensor.shape[0]
     per = -(-rows // world)  # fully_shard cuts dim 0 as torch.chunk does: ceil(rows / world) rows per rank
+    row_bytes = math.prod(tensor.shape[1:]) * tensor.dtype.itemsize
     local = tensor.to_local()
-    padded = torch.zeros((per, *tensor.shape[1:]), dtype=tensor.dtype, device=local.device)
-    padded[: local.shape[0]] = local
-    if rank() != owner:
-        dist.gather(padded, None, dst=owner, group=group)
-        return None
-    out = torch.empty((per * world, *tensor.shape[1:]), dtype=tensor.dtype, device=local.device)
-    dist.gather(padded, list(out.chunk(world)), dst=owner, group=group)
-    return out[:rows]
+    if offset is None:  # not the owner: send this rank's rows, if it holds any
+        if local.shape[0] > 0:
+            dist.send(local.contiguous(), dst=owner)
+        return
+    for r in range(world):
+        count = max(0, min(per, rows - r * per))
+        if count == 0:
+            continue
+        if r == me:
+            part = local
+        else:
+            part = inbox.take((count, *tensor.shape[1:]), tensor.dtype, local.device)
+            dist.recv(part, src=r)
+        writer.write_at(f, part, offset + r * per * row_bytes)
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
@@ -625,7 +672,7 @@ def load_optimizer_files(
             if tensor.dim() == 0:  # a step count
                 tensor.copy_(stored.tensor(key))
             else:
-                _copy_rows(tensor, functools.partial(stored.part, key))
+                _read_rows(tensor, stored, key)
     for name, fields in saved.get("state", {}).items():
         if name in state["state"]:
             state["state"][name].update(fields)  # values that are no tensors (rare; a step count as an int)

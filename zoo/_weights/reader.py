@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import os
+import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -66,6 +69,8 @@ class StoredTensors:
     # Aliases read from another writer's metadata ({removed: kept}): a model without such a key is
     # not told it is unexpected, since the file stores no data under it.
     foreign: frozenset[str] = frozenset()
+    _raw: dict[Path, BinaryIO] = field(default_factory=dict, repr=False)  # the same files, for reads by offset
+    _starts: dict[Path, dict[str, int]] = field(default_factory=dict, repr=False)  # read when first needed
 
     def keys(self) -> list[str]:
         """Every key, stored or alias."""
@@ -98,6 +103,47 @@ class StoredTensors:
         info = self.info(key)
         return self._handles[info.file].get_slice(info.key)[index]  # type: ignore[no-any-return]
 
+    def read_into(self, key: str, index: tuple[slice, ...], out: torch.Tensor) -> None:
+        """Copy the part `index` of the tensor stored for `key` into `out`, converting to out's dtype and device.
+
+        A block of whole rows (a rank's shard: the first index cuts, the others take everything)
+        is read from the file straight into `out`, or through a bounded buffer when it needs
+        converting, so nothing of the file stays mapped: the process's memory grows by `out`
+        alone. Any other part goes through the memory map (`part`).
+        """
+        info = self.info(key)
+        rows, rest = (index[0], index[1:]) if index else (slice(0, 1), ())
+        whole_rows = all(
+            (s.start or 0) == 0 and s.stop in (None, n) and s.step in (None, 1)
+            for s, n in zip(rest, info.shape[1:], strict=True)
+        )
+        if not info.shape or not whole_rows or rows.step not in (None, 1) or info.file not in self._raw:
+            out.copy_(self.part(key, index))
+            return
+        row_bytes = math.prod(info.shape[1:]) * info.dtype.itemsize
+        first, count = rows.start or 0, (rows.stop if rows.stop is not None else info.shape[0]) - (rows.start or 0)
+        if count <= 0:
+            return
+        begin = self._start(info) + first * row_bytes
+        direct = out.dtype == info.dtype and out.device.type == "cpu" and out.is_contiguous()
+        if direct:
+            _pread(self._raw[info.file], out, begin, count * row_bytes, info.file)
+            return
+        per = max(1, _READ_CHUNK // max(row_bytes, 1))  # rows per buffer: one bounded copy at a time
+        for at in range(0, count, per):
+            n = min(per, count - at)
+            buffer = torch.empty((n, *info.shape[1:]), dtype=info.dtype)
+            _pread(self._raw[info.file], buffer, begin + at * row_bytes, n * row_bytes, info.file)
+            out[at : at + n].copy_(buffer)
+
+    def _start(self, info: TensorInfo) -> int:
+        """Where the bytes of `info` begin in its file (the header is parsed once per file, when first needed)."""
+        if info.file not in self._starts:
+            self._starts[info.file] = _data_starts(info.file, self._raw[info.file])
+        if info.key not in self._starts[info.file]:
+            raise WeightsError(f"{info.file}: '{info.key}' is not in the header it was opened with")
+        return self._starts[info.file][info.key]
+
     def renamed(self, keymap: KeyMap) -> StoredTensors:
         """The same tensors under the keys `keymap` gives (their place in the files stays as it is).
 
@@ -116,12 +162,33 @@ class StoredTensors:
         infos = {old_to_new[key]: info for key, info in self.infos.items()}
         aliases = {old_to_new[alias]: old_to_new[target] for alias, target in self.aliases.items()}
         foreign = frozenset(old_to_new[key] for key in self.foreign)
-        return StoredTensors(self.where, infos, aliases, self.headers, self._handles, foreign)
+        return StoredTensors(self.where, infos, aliases, self.headers, self._handles, foreign, self._raw, self._starts)
 
     @property
     def save_id(self) -> str | None:
         """The id of the save that wrote these files (checked to be one), if it recorded one."""
         return self.headers[0].metadata.get(SAVE_ID_KEY) if self.headers else None
+
+
+_READ_CHUNK = 64 << 20  # bytes per buffer when a read converts dtypes or devices
+
+
+def _pread(f: BinaryIO, out: torch.Tensor, offset: int, nbytes: int, file: Path) -> None:
+    """Read `nbytes` at `offset` of `f` into the memory of the contiguous CPU tensor `out`."""
+    if nbytes == 0:
+        return
+    view = memoryview((ctypes.c_ubyte * nbytes).from_address(out.data_ptr())).cast("B")
+    done = 0
+    try:
+        while done < nbytes:
+            got = os.preadv(f.fileno(), [view[done:]], offset + done)
+            if got <= 0:
+                raise WeightsError(f"{file} ends before the bytes its header promises (truncated while it was read?)")
+            done += got
+    except OSError as err:
+        raise WeightsError(f"cannot read {file}: {err}") from err
+    finally:
+        del view  # the ctypes view must not outlive the tensor it points into
 
 
 @contextlib.contextmanager
@@ -155,11 +222,12 @@ def open_stored(path: str | Path) -> Iterator[StoredTensors]:
 def _open_all(path: Path, stack: contextlib.ExitStack) -> StoredTensors:
     files, weight_map, index_metadata = _folder_files(path) if path.is_dir() else ([path], None, {})
     handles: dict[Path, Any] = {}
+    raw: dict[Path, BinaryIO] = {}
     infos: dict[str, TensorInfo] = {}
     aliases: dict[str, str] = {}
     headers = []
     for file in files:
-        handle = stack.enter_context(_open_file(file))
+        handle, raw[file] = stack.enter_context(_open_file(file))
         handles[file] = handle
         header = _header(file, handle)
         headers.append(header)
@@ -181,7 +249,7 @@ def _open_all(path: Path, stack: contextlib.ExitStack) -> StoredTensors:
             problem = f"'{target}' is not stored" if target not in infos else f"'{alias}' is stored too"
             raise WeightsError(f"{path}: `{ALIASES_KEY}` maps '{alias}' to '{target}', but {problem}")
     foreign = _removed_names([index_metadata, *(h.metadata for h in headers)], infos, aliases)
-    return StoredTensors(str(path), infos, {**aliases, **foreign}, headers, handles, frozenset(foreign))
+    return StoredTensors(str(path), infos, {**aliases, **foreign}, headers, handles, frozenset(foreign), raw)
 
 
 def _removed_names(
@@ -250,18 +318,27 @@ def _check_index(index: Path, weight_map: Mapping[str, str], infos: Mapping[str,
 
 
 @contextlib.contextmanager
-def _open_file(file: Path) -> Iterator[Any]:
+def _open_file(file: Path) -> Iterator[tuple[Any, BinaryIO]]:
     if not file.exists():
         siblings = [p.name for p in file.parent.iterdir()] if file.parent.is_dir() else []
         raise WeightsError(f"no such weights file: {file}.{did_you_mean(file.name, siblings)}")
     if not file.is_file():
         raise WeightsError(f"{file} is not a file")
     try:
-        handle = safe_open(str(file), framework="pt", device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch could not map it
+        raw = open(file, "rb")  # noqa: SIM115  (closed below, with the handle)
+    except OSError as err:
         raise WeightsError(_unreadable(file, err)) from None
-    with handle:
-        yield handle
+    with raw:
+        try:
+            handle = safe_open(str(file), framework="pt", device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch could not map it
+            raise WeightsError(_unreadable(file, err)) from None
+        with handle:
+            # Both opened the same file unless it was replaced in between (zoo.save swaps folders whole):
+            # then the reads by offset would not match the header, and the caller opens it all again.
+            if not os.path.samestat(os.fstat(raw.fileno()), os.stat(file)):
+                raise WeightsError(f"{file} was replaced while it was opened")
+            yield handle, raw
 
 
 def _unreadable(file: Path, err: Exception) -> str:
@@ -297,6 +374,29 @@ def _header(file: Path, handle: Any) -> FileHeader:
             raise WeightsError(f"{file}: '{key}' has dtype {code}, which this torch cannot hold")
         tensors.append(TensorInfo(key, file, DTYPES[code], tuple(view.get_shape())))
     return FileHeader(file, tuple(tensors), dict(handle.metadata() or {}))
+
+
+_MAX_HEADER = 100_000_000  # safetensors' own limit, which its parser checked already
+
+
+def _data_starts(file: Path, raw: BinaryIO) -> dict[str, int]:
+    """Where each tensor's bytes begin in the file, from the header (which safetensors has checked)."""
+    head = os.pread(raw.fileno(), 8, 0)
+    size = struct.unpack("<Q", head)[0] if len(head) == 8 else _MAX_HEADER + 1
+    if size > _MAX_HEADER:
+        raise WeightsError(f"{file} changed after it was opened: its header is gone")
+    try:
+        header = jsonio.loads(os.pread(raw.fileno(), size, 8), f"{file}: header", max_bytes=_MAX_HEADER)
+    except WeightsError as err:
+        raise WeightsError(f"{file} changed after it was opened: its header no longer reads ({err})") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{file} changed after it was opened: its header is gone")
+    starts = {}
+    for key, entry in header.items():
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) and key != "__metadata__" else None
+        if isinstance(offsets, list) and offsets and isinstance(offsets[0], int):
+            starts[key] = 8 + size + offsets[0]
+    return starts
 
 
 def _aliases(file: Path, header: FileHeader) -> dict[str, str]:

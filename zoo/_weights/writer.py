@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
+import os
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -126,40 +129,71 @@ def _stored_nbytes(tensor: torch.Tensor, dtype: torch.dtype | None) -> int:
     return tensor.numel() * _stored_dtype(tensor, dtype).itemsize
 
 
-def write_file(
-    f: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], dtype: torch.dtype | None, bar: Any
-) -> None:
-    """One safetensors file: header, then each tensor's bytes, converted and copied to the host one at a time."""
+@dataclass(frozen=True)
+class FilePlan:
+    """Where everything goes in one safetensors file, before any tensor's bytes are at hand."""
+
+    header: bytes  # the 8-byte length and the JSON header, padded so that the data starts ALIGNMENT-aligned
+    order: tuple[str, ...]  # the keys in the order their bytes follow the header
+    offsets: Mapping[str, int]  # key → where its bytes start in the file
+
+
+def plan_file(specs: Mapping[str, tuple[torch.dtype, tuple[int, ...]]], metadata: Mapping[str, str]) -> FilePlan:
+    """The header and the place of every tensor of a file, from each key's (stored dtype, shape)."""
     if sys.byteorder != "little":
         raise WeightsError("zoo writes safetensors (little-endian) on little-endian machines only")
-    sizes = {key: (_stored_dtype(t, dtype).itemsize, _stored_nbytes(t, dtype)) for key, t in tensors.items()}
-    order = _write_order(sizes)
+    nbytes = {key: math.prod(shape) * dtype.itemsize for key, (dtype, shape) in specs.items()}
+    order = _write_order({key: (specs[key][0].itemsize, nbytes[key]) for key in specs})
     header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
+    starts = {}
     for key in order:
-        nbytes = _stored_nbytes(tensors[key], dtype)
-        header[key] = {
-            "dtype": CODES[_stored_dtype(tensors[key], dtype)],
-            "shape": list(tensors[key].shape),
-            "data_offsets": [offset, offset + nbytes],
-        }
-        offset += nbytes
+        dtype, shape = specs[key]
+        header[key] = {"dtype": CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes[key]]}
+        starts[key] = offset
+        offset += nbytes[key]
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     # Trailing spaces (JSON whitespace, which every safetensors reader accepts) put the data buffer
     # at a multiple of ALIGNMENT in the file, so mapped tensors start aligned in memory.
     raw += b" " * (-(8 + len(raw)) % ALIGNMENT)
-    f.write(struct.pack("<Q", len(raw)))
-    f.write(raw)
-    for key in order:
+    data = 8 + len(raw)
+    return FilePlan(struct.pack("<Q", len(raw)) + raw, tuple(order), {key: data + at for key, at in starts.items()})
+
+
+def write_file(
+    f: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], dtype: torch.dtype | None, bar: Any
+) -> None:
+    """One safetensors file: header, then each tensor's bytes, converted and copied to the host one at a time."""
+    plan = plan_file({key: (_stored_dtype(t, dtype), tuple(t.shape)) for key, t in tensors.items()}, metadata)
+    f.write(plan.header)
+    for key in plan.order:
         host = tensors[key].detach().to(device="cpu", dtype=_stored_dtype(tensors[key], dtype)).contiguous()
-        nbytes = host.numel() * host.element_size()
-        if nbytes == 0:
-            continue
-        data = memoryview((ctypes.c_ubyte * nbytes).from_address(host.data_ptr())).cast("B")
+        for chunk in _chunks(host):
+            f.write(chunk)
+            bar.update(len(chunk))
+
+
+def write_at(f: BinaryIO, tensor: torch.Tensor, offset: int) -> None:
+    """Write the bytes of `tensor` (copied to the host, as it is) at `offset` of the open file `f`."""
+    host = tensor.detach().to("cpu").contiguous()
+    for chunk in _chunks(host):
+        written = 0
+        while written < len(chunk):
+            written += os.pwrite(f.fileno(), chunk[written:], offset + written)
+        offset += len(chunk)
+
+
+def _chunks(host: torch.Tensor) -> Iterator[memoryview]:
+    """The memory of a contiguous CPU tensor in pieces of at most _CHUNK bytes, without a copy."""
+    nbytes = host.numel() * host.element_size()
+    if nbytes == 0:
+        return
+    data = memoryview((ctypes.c_ubyte * nbytes).from_address(host.data_ptr())).cast("B")
+    try:
         for start in range(0, nbytes, _CHUNK):
-            f.write(data[start : start + _CHUNK])
-            bar.update(min(_CHUNK, nbytes - start))
-        del data, host  # the ctypes view must not outlive the tensor it points into
+            yield data[start : start + _CHUNK]
+    finally:
+        del data  # the ctypes view must not outlive the tensor it points into
 
 
 def _write_order(sizes: Mapping[str, tuple[int, int]]) -> list[str]:
