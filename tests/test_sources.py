@@ -276,13 +276,14 @@ def test_transformers_gpt2_loads_into_the_declared_hf_gpt2_from_a_folder_and_the
         assert torch.equal(from_hub(ids), model(ids))
 
 
-def test_transformers_folder_refuses_zoo_load_naming_its_model_type(
+def test_transformers_folder_builds_the_declared_entry_with_zoo_load(
     gpt2_folder: tuple[Path, torch.Tensor, torch.Tensor],
 ) -> None:
-    folder = gpt2_folder[0]
-    with pytest.raises(WeightsError, match=r"model_type 'gpt2', architectures \['GPT2LMHeadModel'\]") as caught:
-        zoo.load(folder)
-    assert f'zoo.load_weights(zoo.build("NAME"), "{folder}")' in str(caught.value)
+    folder, ids, logits = gpt2_folder
+    model = zoo.load(folder)  # hf_gpt2 declares model_type gpt2 (tests/test_transformers.py has the rest)
+    assert model.zoo_info.name == "hf_gpt2"
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), logits, atol=1e-4, rtol=0)
 
 
 # --- the Hub: weights-only repos, foreign repos, revisions, offline -----------------------------------

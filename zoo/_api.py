@@ -390,10 +390,12 @@ def pull(
     if device is not None and device_map is not None:
         raise DeviceError(f"pull {repo_id}: pass device= or device_map=, not both.")
 
+    reg = builder.registry_for(registry)  # a transformers repo is checked against it before weights are fetched
+
     def fetch() -> client.Snapshot:
         return client.fetch(
             repo_id, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-            endpoint=endpoint,
+            endpoint=endpoint, registry=reg,
         )  # fmt: skip
 
     sharded = mesh is not None or shard is not None
@@ -402,7 +404,7 @@ def pull(
     snapshot = fsdp.on_rank0_first(fetch) if sharded else fetch()
     model = folder.read(
         snapshot.folder, device=device, device_map=device_map, max_memory=max_memory, dtype=dtype, strict=strict,
-        registry=registry, mesh=mesh, shard=shard, mmap=mmap,
+        registry=reg, mesh=mesh, shard=shard, mmap=mmap, shown_as=client.address(snapshot.repo_id, snapshot.revision),
     )  # fmt: skip
     model.__dict__["zoo_source"] = client.HubSource(
         snapshot.repo_id, snapshot.revision, snapshot.commit, snapshot.endpoint
@@ -526,7 +528,8 @@ def load_weights(
         endpoint=endpoint,
         weights_only=True,
     )
-    report = fit.load_local_weights(model, snapshot.folder, strict=strict, rename=keymap)
+    shown_as = client.address(snapshot.repo_id, snapshot.revision)
+    report = fit.load_local_weights(model, snapshot.folder, strict=strict, rename=keymap, shown_as=shown_as)
     model.__dict__["zoo_source"] = client.HubSource(
         snapshot.repo_id, snapshot.revision, snapshot.commit, snapshot.endpoint
     )

@@ -280,12 +280,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from zoo._build.devices import human_bytes
-    from zoo._saved.config import CONFIG_FILE, read_config
+    from zoo._saved.config import CONFIG_FILE, TransformersConfig, read_config
     from zoo._weights import reader
 
     path = Path(args.path)
     config = read_config(path) if path.is_dir() else None
-    if config is not None:
+    hf = config if isinstance(config, TransformersConfig) else config.transformers if config is not None else None
+    if hf is not None:
+        written = "with zoo's record" if config is not hf else "by transformers"
+        print(f"{path / CONFIG_FILE}: model_type '{hf.model_type}' ({', '.join(hf.architectures)}), {written}")
+    if config is not None and not isinstance(config, TransformersConfig):
         print(f"{path / CONFIG_FILE}: '{config.name}', saved by zoo {config.zoo_version}")
         if config.input_shape:
             print(f"  example input: {list(config.input_shape)}")

@@ -36,6 +36,7 @@ class BuildInfo:
     input_shape: tuple[int, ...] | None
     input_dtype: str | None = None  # "int64" for token ids; None: the model's float dtype
     input_high: int | None = None  # integer example inputs are drawn from [0, input_high)
+    transformers: Mapping[str, Any] | None = None  # transformers config.json keys, when the entry maps to them
 
 
 def registry_for(registry: RegistryArg) -> Registry:
@@ -89,6 +90,7 @@ def _build(reg: Registry, provider: Provider, name: str, overrides: Mapping[str,
         resolution.input_shape,
         resolution.input_dtype,
         resolution.input_high,
+        resolution.transformers,
     )
     if resolution.key_map is not None:
         module.__dict__[KEY_MAP_ATTRIBUTE] = resolution.key_map

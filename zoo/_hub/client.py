@@ -50,9 +50,10 @@ from zoo._build import builder
 from zoo._errors import HubError, WeightsError, ZooError, did_you_mean, listing
 from zoo._files import fsio, jsonio
 from zoo._hub.address import URI_SCHEME
-from zoo._saved import folder
+from zoo._language.registry import Registry
+from zoo._saved import folder, foreign
 from zoo._saved.card import CARD_FILE
-from zoo._saved.config import CONFIG_FILE, load_weights_hint, read_config
+from zoo._saved.config import CONFIG_FILE, TransformersConfig, load_weights_hint, read_config
 from zoo._weights import layout, reader
 
 SINGLE_FILE = layout.MODEL_FILE
@@ -168,6 +169,8 @@ def _check_model_folder(path: Path) -> None:
             f"cannot push {path}: it has no {CONFIG_FILE}, so it was not written by zoo.save (it holds: "
             f"{listing(present)}). Save the model with zoo.save(model, '{path}'), or push the model itself."
         )
+    if isinstance(config, TransformersConfig):  # transformers wrote it: zoo.pull must know the entry that builds it
+        foreign.entry_for(config, builder.registry_for(None), str(path))
     reader.inspect(path)  # raises WeightsError for missing, pickled, inconsistent or corrupt weights
 
 
@@ -183,12 +186,14 @@ def fetch(
     token: str | None = None,
     endpoint: str | None = None,
     weights_only: bool = False,
+    registry: Registry | None = None,
 ) -> Snapshot:
     """Make sure config.json and the weights of `repo_id` at `revision` are in the cache.
 
     Online, one request lists the repo at `revision`; then config.json is fetched under the
     revision's name (so the cache maps the name to the commit for later offline use) and
-    checked to be a zoo config before any weights are fetched, under the commit id.
+    checked before any weights are fetched, under the commit id: zoo's record, or a config
+    transformers wrote for a model_type an entry of `registry` (default: the installed ones) declares.
     With `weights_only` (zoo.load_weights), the weights alone: model.safetensors, or the index
     and its shards; the first of them is fetched under the revision's name instead.
     A full commit id already cached sends no request.
@@ -201,12 +206,12 @@ def fetch(
     repo_id, revision = _split_revision(repo_id, revision)
     offline = local_files_only or huggingface_hub.is_offline_mode()
     if offline or _COMMIT.match(revision):
-        cached = _from_cache(repo_id, revision, cache_dir, _endpoint(endpoint), offline, weights_only)
+        cached = _from_cache(repo_id, revision, cache_dir, _endpoint(endpoint), offline, weights_only, registry)
         if cached is not None:
             return cached
     api = HfApi(endpoint=endpoint, token=token)
     with _hub_errors(f"pull {repo_id}@{revision}", repo_id, revision, api.endpoint, api):
-        return _fetch_online(api, repo_id, revision, cache_dir, token, weights_only)
+        return _fetch_online(api, repo_id, revision, cache_dir, token, weights_only, registry)
 
 
 def address(repo_id: str, revision: str | None) -> str:
@@ -216,7 +221,13 @@ def address(repo_id: str, revision: str | None) -> str:
 
 
 def _fetch_online(
-    api: HfApi, repo_id: str, revision: str, cache_dir: str | Path | None, token: str | None, weights_only: bool
+    api: HfApi,
+    repo_id: str,
+    revision: str,
+    cache_dir: str | Path | None,
+    token: str | None,
+    weights_only: bool,
+    registry: Registry | None,
 ) -> Snapshot:
     where = f"{repo_id}@{revision}"
 
@@ -241,7 +252,7 @@ def _fetch_online(
     files: tuple[str, ...] = ()
     if not weights_only:  # a foreign config.json is refused here, before any weights are downloaded
         _check_size(first, f"{where}: {CONFIG_FILE}")  # the listing's sizes are the server's word, not the file's
-        _check_config(first.parent, repo_id, revision)
+        _check_config(first.parent, repo_id, revision, registry)
         files = (CONFIG_FILE,)
         first = download(weights_or_index, commit)
     done = Snapshot(repo_id, revision, commit, first.parent, (*files, weights_or_index), api.endpoint.rstrip("/"))
@@ -255,12 +266,15 @@ def _fetch_online(
     return replace(done, files=(*done.files, *shards))
 
 
-def _check_config(folder: Path, repo_id: str, revision: str) -> None:
-    """Refuse a config.json that zoo.save did not write (transformers', a Mixin's) before any weights are fetched."""
+def _check_config(folder: Path, repo_id: str, revision: str, registry: Registry | None) -> None:
+    """Refuse a config.json zoo cannot build from (a Mixin's, an undeclared model_type) before weights are fetched."""
+    shown_as = address(repo_id, revision)
     try:
-        read_config(folder, shown_as=address(repo_id, revision))
+        config = read_config(folder, shown_as=shown_as)
+        if isinstance(config, TransformersConfig):  # transformers': an installed entry must declare it
+            foreign.entry_for(config, registry if registry is not None else builder.registry_for(None), shown_as)
     except WeightsError as err:
-        raise HubError(f"{repo_id}@{revision} is not a zoo model: {err}") from err
+        raise HubError(f"{repo_id}@{revision} is not a model zoo can build: {err}") from err
 
 
 def _check_listing(sizes: Mapping[str, int | None], where: str, shown_as: str, weights_only: bool) -> None:
@@ -301,7 +315,13 @@ def _check_listing(sizes: Mapping[str, int | None], where: str, shown_as: str, w
 
 
 def _from_cache(
-    repo_id: str, revision: str, cache_dir: str | Path | None, endpoint: str, strict: bool, weights_only: bool
+    repo_id: str,
+    revision: str,
+    cache_dir: str | Path | None,
+    endpoint: str,
+    strict: bool,
+    weights_only: bool,
+    registry: Registry | None,
 ) -> Snapshot | None:
     """The snapshot from the cache alone, sending no request; None (or HubError when `strict`) if incomplete."""
     where = f"{repo_id}@{revision}"
@@ -330,7 +350,7 @@ def _from_cache(
         if config is None:
             return missing(f"no {CONFIG_FILE}")
         _check_size(config, f"{where}: {CONFIG_FILE}")
-        _check_config(config.parent, repo_id, revision)
+        _check_config(config.parent, repo_id, revision, registry)
         commit, folder, files = config.parent.name, config.parent, [CONFIG_FILE]
     index = cached(INDEX_FILE, commit) if cached(SINGLE_FILE, commit) is None else None
     if index is not None:

@@ -41,7 +41,7 @@ from zoo._language.expressions import Expr, has_template
 from zoo._language.expressions import parse as parse_expr
 
 MAX_NESTING = 100  # tables and arrays inside each other; parsing, checking and building recurse per level
-ENTRY_ONLY_KEYS = ("doc", "input", "args", "replace", "internal", "weights", "require")
+ENTRY_ONLY_KEYS = ("doc", "input", "args", "replace", "internal", "weights", "require", "transformers")
 BLOCK_KEYS = ("type", "layers", "shared", "init", "kwargs", "inputs", "out", "params", "buffers", "tie")
 CHILD_KEYS = ("in", "call", "op", "when", "else", "repeat", "group")  # how a parent wires and repeats a child
 LANGUAGE_KEYS = frozenset((*ENTRY_ONLY_KEYS, *BLOCK_KEYS, *CHILD_KEYS))
@@ -257,6 +257,8 @@ class Entry:
     input_dtype: str | None = None  # the example input's dtype (None: the model's float dtype)
     input_high: Any = None  # integer inputs are drawn from [0, high): a vocabulary size
     require: tuple[tuple[Any, Location], ...] = ()  # `require = ["${n_embd % n_head == 0}"]`: checks, where written
+    transformers: Mapping[str, Any] | None = None  # `transformers = {...}`: how it maps to a transformers config
+    transformers_loc: Location | None = None  # where `transformers` was written
 
 
 def parse_file(path: str | Path, origin: str = "user") -> dict[str, Entry]:
@@ -376,6 +378,13 @@ class _Parser:
                 name,
                 '`weights` must be a table such as { strip_prefix = "module.", rename = [["^old", "new"]] }',
             )
+        hf = body.get("transformers")
+        if hf is not None and not isinstance(hf, dict):
+            raise self.fail(
+                keys + ("transformers",),
+                name,
+                '`transformers` must be a table such as { model_type = "gpt2", architectures = ["GPT2LMHeadModel"] }',
+            )
         node_body = {k: v for k, v in body.items() if k not in ENTRY_ONLY_KEYS}
         require = self.require(body.get("require", ()), keys + ("require",), name)
         return Entry(
@@ -395,6 +404,8 @@ class _Parser:
             input_dtype=input_dtype,
             input_high=input_high,
             require=require,
+            transformers=MappingProxyType(_freeze(hf)) if hf is not None else None,
+            transformers_loc=self.loc(keys + ("transformers",)) if hf is not None else None,
         )
 
     def require(self, value: Any, keys: tuple[Any, ...], path: str) -> tuple[tuple[Any, Location], ...]:

@@ -34,6 +34,7 @@ from zoo._language.declarations import (
     Wiring,
 )
 from zoo._language.expressions import Expr, names_in
+from zoo._language.hfconfig import TransformersMap
 from zoo._language.keymap import KeyMap
 from zoo._language.names import is_argument_name, refusal
 from zoo._language.registry import Provider, Registry
@@ -143,6 +144,7 @@ class Resolution:
     warnings: list[str] = field(default_factory=list)
     input_dtype: str | None = None  # an example input of integers (token ids) says so
     input_high: int | None = None
+    transformers: dict[str, Any] | None = None  # the transformers config.json keys of this build, when it maps
 
 
 # The expansion budget: how large one entry's resolved tree may grow. Each block, op and shared-block
@@ -188,6 +190,7 @@ def _resolve(
     input_shape = None
     key_map = None
     dtype, high = None, None
+    hf = None
     if provider.factory is not None:
         try:
             root: Resolved | None = resolver.call(
@@ -216,7 +219,10 @@ def _resolve(
             except ZooError as err:
                 resolver.errors.append(err)
         dtype, high = resolver.input_dtype(provider.entry, overrides, name)
-    return Resolution(root, resolver.errors, input_shape, resolver.provenance, key_map, resolver.warnings, dtype, high)
+        hf = resolver.transformers(provider.entry, overrides, name)
+    return Resolution(
+        root, resolver.errors, input_shape, resolver.provenance, key_map, resolver.warnings, dtype, high, hf
+    )
 
 
 class _Broken(Exception):
@@ -433,6 +439,20 @@ class _Resolver:
             self.errors.append(SpecError(f"{entry.loc}: {where}: `input.high` must be a positive int, got {high!r}."))
             return None, None
         return entry.input_dtype, high
+
+    def transformers(self, entry: Entry, overrides: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+        """The transformers config keys of this build (`[entry.transformers]`, with the arguments' values)."""
+        if entry.transformers is None:
+            return None
+        at = f"{entry.transformers_loc or entry.loc}: {where} -> transformers"
+        try:
+            mapping = TransformersMap.from_table(entry.name, entry.transformers, entry.params, at)
+            params, _ = split_overrides(entry, overrides, where)
+            args = _Args(entry, params, where)
+            return mapping.config({arg: args[arg] for arg in mapping.args})
+        except ZooError as err:
+            self.errors.append(err)
+            return None
 
     def warn_unused(self, entry: Entry, args: _Args) -> None:
         used = set(names_in(entry.params)) | set(names_in(entry.input_shape)) | set(_names_in_node(entry.node))

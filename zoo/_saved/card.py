@@ -68,6 +68,18 @@ def card_text(model: nn.Module, folder: Path, files: list[str]) -> str:
             'model = zoo.load("path/to/this/folder")  # rebuilt from config.json: no code of yours needed',
             "```",
         ]
+        if info.transformers is not None:  # config.json carries transformers' keys too
+            architecture = (list(info.transformers.get("architectures") or []) or ["AutoModel"])[0]
+            lines += [
+                "",
+                "or with transformers:",
+                "",
+                "```python",
+                f"from transformers import {architecture}",
+                "",
+                f'model = {architecture}.from_pretrained("path/to/this/folder")',
+                "```",
+            ]
     else:
         lines += [
             "",

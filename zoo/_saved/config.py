@@ -1,12 +1,21 @@
 """config.json: the resolved declaration of a saved model, read back to rebuild it with no code.
 
+zoo's record:
+
     {"zoo_format": 1, "zoo_version", "save_id", "name", "declaration", "input_shape",
      "input_dtype"/"input_high" (token ids), "provenance" (block -> "distribution version"),
      "saved_on" (the parameters' device), "overrides"}
 
-A config.json another library wrote (transformers': model_type, architectures) is told apart
-and refused with the zoo.load_weights line to use instead. The file is read through
-zoo._files.jsonio, bounded: a hostile folder cannot hang or exhaust the reader.
+A model whose entry maps to a transformers config (`[entry.transformers]`) is saved with
+transformers' keys at the top, so that `from_pretrained` reads the file, and zoo's record
+under one key of its own, `"zoo"`, which transformers keeps as an attribute and ignores:
+
+    {"model_type": "gpt2", "architectures": [...], "n_embd": 768, ..., "dtype": "float32", "zoo": {record}}
+
+A config.json with a `model_type` and no `zoo` record is transformers' own: read here as a
+TransformersConfig, which zoo._saved.foreign turns into the entry that builds it. Any other
+config.json another library wrote is refused with the zoo.load_weights line to use instead.
+The file is read through zoo._files.jsonio, bounded: a hostile folder cannot hang or exhaust the reader.
 """
 
 from __future__ import annotations
@@ -14,10 +23,11 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from zoo._build import builder
@@ -27,7 +37,30 @@ from zoo._language.registry import Registry
 from zoo._version import __version__
 
 CONFIG_FILE = "config.json"
-CONFIG_FORMAT = 1  # layout of config.json; a newer one is refused with a message
+CONFIG_FORMAT = 1  # layout of zoo's record; a newer one is refused with a message
+RECORD_KEY = "zoo"  # in a config.json with transformers' keys at the top: zoo's record
+_DTYPE_KEYS = ("dtype", "torch_dtype")  # transformers' name for the weights' dtype (torch_dtype before 4.56)
+
+
+@dataclass(frozen=True)
+class TransformersConfig:
+    """A config.json's transformers part: `model_type`, `architectures` and the rest of its keys."""
+
+    data: Mapping[str, Any]  # every top-level key but zoo's record
+    file: Path
+
+    @property
+    def model_type(self) -> str:
+        return str(self.data["model_type"])
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        found = self.data.get("architectures")
+        return tuple(a for a in found if isinstance(a, str)) if isinstance(found, list) else ()
+
+    def keys_to_keep(self) -> dict[str, Any]:
+        """What a later zoo.save writes again at the top (the weights' dtype is said anew then)."""
+        return {k: v for k, v in self.data.items() if k not in _DTYPE_KEYS}
 
 
 @dataclass(frozen=True)
@@ -42,6 +75,9 @@ class SavedConfig:
     save_id: str | None  # the same id is in every weights file of the save
     saved_on: str | None = None  # the device the parameters were on ("cuda:0"), for a notice on load
     input: dict[str, Any] | None = None  # the example input as a declaration's `input` (a table for token ids)
+    transformers: TransformersConfig | None = None  # the file's transformers keys, when the entry maps to them
+    entry: str | None = None  # build this registry entry with `overrides` instead of `declaration` (foreign.py)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 def new_save_id() -> str:
@@ -49,8 +85,10 @@ def new_save_id() -> str:
     return secrets.token_hex(8)
 
 
-def config_text(model: nn.Module, save_id: str) -> str | None:
+def config_text(model: nn.Module, save_id: str, dtype: torch.dtype | None = None) -> str | None:
     """config.json's text for a model zoo built; None for any other model.
+
+    `dtype` is the one the floating tensors are stored in, when the save converts them.
 
     Raises:
         WeightsError: the declaration holds a value JSON cannot (an object passed as an argument).
@@ -58,7 +96,7 @@ def config_text(model: nn.Module, save_id: str) -> str | None:
     info = builder.build_info(model)
     if info is None:
         return None
-    config = {
+    record = {
         "zoo_format": CONFIG_FORMAT,
         "zoo_version": __version__,
         "save_id": save_id,
@@ -70,6 +108,10 @@ def config_text(model: nn.Module, save_id: str) -> str | None:
         "saved_on": _saved_on(model),
         "overrides": {k: v if isinstance(v, (bool, int, float, str)) else repr(v) for k, v in info.overrides.items()},
     }
+    config: dict[str, Any] = record
+    if info.transformers is not None:  # transformers' keys at the top, zoo's record beside them
+        stored = dtype or next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        config = {**info.transformers, "dtype": str(stored).removeprefix("torch."), RECORD_KEY: record}
     try:
         return json.dumps(config, indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as err:
@@ -84,14 +126,14 @@ def _saved_on(model: nn.Module) -> str | None:
     return str(first.device) if first is not None else None
 
 
-def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig | None:
-    """The folder's config.json, checked; None when there is none (a weights-only save).
+def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig | TransformersConfig | None:
+    """The folder's config.json, checked: zoo's record, transformers' config alone, or None (a weights-only save).
 
     `shown_as` is how to name the source in a message that says to load the weights with
     zoo.load_weights (a Hub address for a repo's snapshot); default the folder.
 
     Raises:
-        WeightsError: no such folder, or a config.json that is not what zoo.save writes.
+        WeightsError: no such folder, or a config.json that is neither zoo's nor transformers'.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -106,6 +148,12 @@ def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig 
     if not file.exists() and not file.is_symlink():
         return None
     data = jsonio.read(file)  # bounded: a hostile folder cannot hang or exhaust this process
+    hf = None
+    if isinstance(data, dict) and isinstance(data.get("model_type"), str):
+        hf = TransformersConfig({k: v for k, v in data.items() if k != RECORD_KEY}, file)
+        if not isinstance(data.get(RECORD_KEY), dict):
+            return hf  # transformers wrote it: zoo._saved.foreign finds the entry that builds it
+        data = data[RECORD_KEY]
     if not isinstance(data, dict) or "declaration" not in data:
         raise WeightsError(
             f"{file} is not a zoo config (no `declaration`). {foreign_config_hint(data, shown_as or str(folder))}"
@@ -148,6 +196,7 @@ def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig 
         save_id if isinstance(save_id, str) else None,
         saved_on if isinstance(saved_on, str) else None,
         example,
+        hf,
     )
 
 
@@ -173,10 +222,20 @@ def load_weights_hint(source: str) -> str:
 
 
 def rebuild(config: SavedConfig, reg: Registry, folder: Path) -> nn.Module:
-    """The model config.json declares, built with the blocks installed here (on whatever device context is active)."""
+    """The model config.json declares, built with the blocks installed here (on whatever device context is active).
+
+    Transformers' keys of the file stay with the model (`zoo_info.transformers`), so a later
+    zoo.save writes them again.
+    """
+    if config.entry is not None:  # a transformers config: the registry entry that builds it
+        return builder.build(config.entry, config.overrides, registry=reg)
     example: Any = config.input or (list(config.input_shape) if config.input_shape else None)
     declaration = {**config.declaration, **({"input": example} if example else {})}
-    return builder.build_declaration(config.name, declaration, file=str(folder / CONFIG_FILE), registry=reg)
+    model = builder.build_declaration(config.name, declaration, file=str(folder / CONFIG_FILE), registry=reg)
+    info = builder.build_info(model)
+    if config.transformers is not None and info is not None:
+        model.__dict__["zoo_info"] = replace(info, transformers=config.transformers.keys_to_keep())
+    return model
 
 
 def require_blocks(config: SavedConfig, reg: Registry, file: Path) -> None:

@@ -34,10 +34,12 @@ from zoo._build.meta import buffers_no_file_holds, fill_buffers, meta_build
 from zoo._errors import ArgumentError, DeviceError, NotMaterializedError, WeightsError, listing
 from zoo._files import fsio
 from zoo._language.registry import Registry
+from zoo._saved import foreign
 from zoo._saved.card import CARD_FILE, card_text, not_ours
 from zoo._saved.config import (
     CONFIG_FILE,
     SavedConfig,
+    TransformersConfig,
     config_text,
     load_weights_hint,
     new_save_id,
@@ -74,7 +76,7 @@ def write(
             write_shard_files(folder, model, config, save_id)
         return target
     save_id = new_save_id()
-    config = config_text(model, save_id)  # before anything is written: a declaration JSON cannot hold fails here
+    config = config_text(model, save_id, dtype)  # before anything is written: a declaration JSON cannot hold fails here
     try:
         with fsio.atomic_dir(target, keep=lambda name: not_ours(target, name)) as folder:
             write_files(folder, model, config, save_id, max_shard_size=max_shard_size, dtype=dtype)
@@ -177,8 +179,12 @@ def read(
     mesh: DeviceMesh | None = None,
     shard: fsdp.ShardPolicy = None,
     mmap: bool = True,
+    shown_as: str | None = None,
 ) -> nn.Module:
     """zoo.load of a local folder: rebuild the model from config.json, place the stored tensors; in eval mode.
+
+    `shown_as` names the folder in messages (a Hub address for a repo's snapshot in the cache).
+    A config.json transformers wrote builds the entry that declares its model_type (zoo._saved.foreign).
 
     A mapped tensor reads the file itself: zoo's own saves replace files by rename and never
     touch a mapped one, but truncating the file in place (`truncate`, a partial copy) makes
@@ -201,7 +207,7 @@ def read(
     where = _Placement(target, device_map, max_memory, dtype, mesh, shard)
 
     def read_once() -> nn.Module:
-        return _read_once(folder, where, strict, registry, mmap)
+        return _read_once(folder, where, strict, registry, mmap, shown_as or str(folder))
 
     if sharded:  # every rank reads once: ranks that retried apart could pair different saves
         return read_once()
@@ -213,11 +219,14 @@ def read(
         raise WeightsError(f"{folder} changed while it was read: {err}") from err
 
 
-def _read_once(folder: Path, where: _Placement, strict: bool, registry: RegistryArg, mmap: bool) -> nn.Module:
-    config = _config_of(folder, sharded=where.mesh is not None)
+def _read_once(
+    folder: Path, where: _Placement, strict: bool, registry: RegistryArg, mmap: bool, shown_as: str
+) -> nn.Module:
+    found = _config_of(folder, shown_as, sharded=where.mesh is not None)
     reg = builder.registry_for(registry)
-    require_blocks(config, reg, folder / CONFIG_FILE)
-    with reader.open_stored(folder) as stored:
+    with reader.open_stored(folder, shown_as=shown_as) as stored:
+        config = foreign.settle(found, stored.save_id, reg, shown_as)  # zoo's record, or the entry for transformers'
+        require_blocks(config, reg, folder / CONFIG_FILE)
         if config.save_id is not None and stored.save_id is not None and config.save_id != stored.save_id:
             raise WeightsError(
                 f"{folder}: {CONFIG_FILE} (save {config.save_id}) and the weights (save {stored.save_id}) come from "
@@ -236,9 +245,9 @@ def _read_once(folder: Path, where: _Placement, strict: bool, registry: Registry
     return model.eval()
 
 
-def _config_of(folder: Path, *, sharded: bool) -> SavedConfig:
+def _config_of(folder: Path, shown_as: str, *, sharded: bool) -> SavedConfig | TransformersConfig:
     """The folder's config.json, or an error that says what the folder holds and what to do with it."""
-    config = read_config(folder)
+    config = read_config(folder, shown_as)
     if config is not None:
         return config
     if not any((folder / name).is_file() for name in (layout.MODEL_FILE, layout.INDEX_FILE)):
@@ -254,8 +263,8 @@ def _config_of(folder: Path, *, sharded: bool) -> SavedConfig:
             f"model.to_empty(device='cpu'), then read each rank's rows with zoo.distributed.load_into(model, path)."
         )
     raise WeightsError(
-        f"{folder} holds weights only (no {CONFIG_FILE}: the model was not built by zoo). "
-        + load_weights_hint(str(folder))
+        f"{shown_as} holds weights only (no {CONFIG_FILE}: the model was not built by zoo). "
+        + load_weights_hint(shown_as)
     )
 
 

@@ -142,7 +142,12 @@ def misfit_error(report: LoadReport, where: str, model: str = "the model", *, st
 
 
 def load_local_weights(
-    model: nn.Module, path: str | Path, *, strict: bool = True, rename: KeyMap | None = None
+    model: nn.Module,
+    path: str | Path,
+    *,
+    strict: bool = True,
+    rename: KeyMap | None = None,
+    shown_as: str | None = None,
 ) -> LoadReport:
     """Load a local safetensors file or model folder into `model`, in place; lazy models included.
 
@@ -157,6 +162,7 @@ def load_local_weights(
         strict: raise on any missing, unexpected or mismatched key (default). When False, load
             what fits and return the rest in the report.
         rename: how the file's keys map onto the model's.
+        shown_as: what messages call the source (a Hub address for a snapshot in the cache).
 
     Returns:
         A LoadReport, empty when everything fitted.
@@ -164,7 +170,7 @@ def load_local_weights(
     Raises:
         WeightsError: the file is unreadable, unsafe (a pickle), or (strict) does not fit.
     """
-    with open_stored(path) as opened:
+    with open_stored(path, shown_as=shown_as) as opened:
         stored = opened.renamed(rename) if rename else opened
         report = check_fit(model.state_dict(keep_vars=True), stored)
         if strict and report:

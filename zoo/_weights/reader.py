@@ -192,8 +192,11 @@ def _pread(f: BinaryIO, out: torch.Tensor, offset: int, nbytes: int, file: Path)
 
 
 @contextlib.contextmanager
-def open_stored(path: str | Path) -> Iterator[StoredTensors]:
+def open_stored(path: str | Path, *, shown_as: str | None = None) -> Iterator[StoredTensors]:
     """Open a safetensors file, or a model folder (one file or shards with an index), and check it all.
+
+    `shown_as` is what messages about the tensors call the source (`where`; a Hub address for a
+    snapshot in huggingface_hub's cache); default the path.
 
     Raises:
         WeightsError: naming the file, for anything missing, unreadable, truncated, inconsistent,
@@ -215,6 +218,8 @@ def open_stored(path: str | Path) -> Iterator[StoredTensors]:
     stored, stack = fsio.read_consistently(
         path, attempt, retry=(WeightsError,), discard=lambda opened: opened[1].close()
     )
+    if shown_as is not None:
+        stored.where = shown_as
     with stack:
         yield stored
 
