@@ -296,10 +296,12 @@ def load(
             device} (see zoo.plan); each tensor is read from the file straight onto its device,
             and inputs follow the blocks by themselves. Not together with `device`.
         max_memory: per-device budgets for `device_map`, e.g. {"cuda:0": "10GiB", "cpu": "30GiB"}.
-        dtype: convert floating-point tensors to this precision.
+        dtype: convert floating-point tensors to this precision. Default: each keeps the dtype it
+            was stored in (a bfloat16 checkpoint gives a bfloat16 model), and nothing is converted.
         strict: raise on any missing, unexpected or mismatched key (default). When False, the
-            model is built normally (random initial values), what fits is loaded, and the
-            LoadReport is left on the model as `model.zoo_load_report`.
+            model is built normally (random initial values) and what fits is loaded. Either way
+            the LoadReport is left on the model as `model.zoo_load_report`: what did not fit, and
+            every tensor whose dtype the load changed (`report.converted`, `report.conversions()`).
         registry: extra registry files, as for zoo.build (blocks come from the installed plugins).
         mesh: shard the model over the ranks of this torch.distributed DeviceMesh with FSDP2: each
             rank allocates and reads from the files only its rows of each tensor. Strict; not
@@ -363,7 +365,7 @@ def pull(
             {module path: device}, as for zoo.plan; not together with `device`. Each tensor is
             read from the cache straight onto its device.
         max_memory: per-device budgets for `device_map`.
-        dtype: convert floating-point tensors to this precision.
+        dtype: convert floating-point tensors to this precision (default: as stored), as for zoo.load.
         cache_dir: default HF_HUB_CACHE (~/.cache/huggingface/hub).
         local_files_only: use the cache only and send no request (as HF_HUB_OFFLINE=1 does).
         token: for private repos; default HF_TOKEN or the stored login.
@@ -495,7 +497,9 @@ def load_weights(
             zoo.pull (a branch, tag or commit; offline use sends no request).
 
     Returns:
-        A LoadReport: what did not fit (empty after a strict load) and the keys loaded through ties.
+        A LoadReport: what did not fit (empty after a strict load), the keys loaded through ties,
+        and the tensors converted to the model's dtypes (`converted`; a model built on meta takes
+        the stored dtypes and converts nothing; build it with dtype= to choose).
 
     Raises:
         WeightsError: unreadable, unsafe (a pickle) or (strict) not fitting, with every misfit

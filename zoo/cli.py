@@ -244,6 +244,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     info = builder.build_info(model)
     assert info is not None  # zoo.load rebuilds through the builder, which records it
     print(f"loaded '{info.name}' from {args.dir}")
+    report = getattr(model, "zoo_load_report", None)
+    if report is not None and report.converted:
+        print(report.conversions() + " (--dtype)")
     print(zoo.summary(model, input_shape=info.input_shape))
     return 0
 
@@ -252,7 +255,7 @@ def cmd_load_weights(args: argparse.Namespace) -> int:
     import zoo
     from zoo._build import builder
 
-    model = zoo.build(args.name, registry=_registry(args), **dict(args.set))
+    model = zoo.build(args.name, registry=_registry(args), dtype=args.dtype, **dict(args.set))
     rename = {"strip_prefix": args.strip_prefix, "add_prefix": args.add_prefix, "rename": args.rename}
     report = zoo.load_weights(
         model, args.source, strict=not args.non_strict, rename=rename if any(rename.values()) else None,
@@ -261,6 +264,8 @@ def cmd_load_weights(args: argparse.Namespace) -> int:
     print(f"loaded {args.source} into '{args.name}'")
     if report.tied:
         print("through ties in the model: " + ", ".join(f"{k} (tied to {v})" for k, v in report.tied.items()))
+    if report.converted:
+        print(report.conversions() + " (the model's dtype; --dtype builds it in another)")
     if report:
         print("did not fit (not loaded):\n" + report.describe())
     info = builder.build_info(model)
@@ -441,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SOURCE", help="a .safetensors file, a folder, or hf://org/name[@revision]")
     p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE")
     p.add_argument("--non-strict", action="store_true", help="load what fits and list the rest, instead of failing")
+    p.add_argument("--dtype", type=_dtype, help="build NAME in float16, bfloat16, … (default float32; the output "
+                   "says which tensors were converted)")  # fmt: skip
     p.add_argument("--strip-prefix", default="", help="remove this prefix from the file's keys (e.g. 'module.')")
     p.add_argument("--add-prefix", default="", help="put this prefix before the file's keys")
     p.add_argument("--rename", action="append", type=_rename_rule, default=[], metavar="REGEX=REPLACEMENT",

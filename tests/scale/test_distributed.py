@@ -337,6 +337,16 @@ def test_a_sharded_load_in_another_dtype_converts_as_the_unsharded_one(mesh: obj
     assert_same_weights({k: v.full_tensor() for k, v in sharded.state_dict().items()}, plain.state_dict())
 
 
+def test_a_sharded_load_keeps_the_stored_dtype_and_reports_a_conversion(mesh: object, tmp_path: Path) -> None:
+    zoo.save(zoo.build("mlp", hidden=16), tmp_path / "bf16", dtype=torch.bfloat16)
+    kept = zoo.load(tmp_path / "bf16", mesh=mesh)  # type: ignore[arg-type]
+    assert {p.dtype for p in kept.parameters()} == {torch.bfloat16} and not kept.zoo_load_report.converted
+    converted = zoo.load(tmp_path / "bf16", mesh=mesh, dtype=torch.float32)  # type: ignore[arg-type]
+    assert set(converted.zoo_load_report.converted.values()) == {"bfloat16 → float32"}
+    plain = zoo.load(tmp_path / "bf16", dtype=torch.float32)
+    assert_same_weights({k: v.full_tensor() for k, v in converted.state_dict().items()}, plain.state_dict())
+
+
 # --- GPUs ------------------------------------------------------------------------------------------
 
 

@@ -143,6 +143,8 @@ def _content_id(model: nn.Module) -> str:
 
 # --- reading ---------------------------------------------------------------------------------
 
+LOAD_REPORT = "zoo_load_report"  # the model's attribute: what a zoo.load did not fit, and the dtypes it converted
+
 
 @dataclass(frozen=True)
 class _Placement:
@@ -242,6 +244,7 @@ def _read_once(
             elif target is not None or where.dtype is not None:
                 with ties.kept(model):
                     model.to(device=target, dtype=where.dtype)
+            model.__dict__[LOAD_REPORT] = fit.with_conversions(model.__dict__[LOAD_REPORT], model, stored)
     return model.eval()
 
 
@@ -286,15 +289,18 @@ def _read_fast(
         model = build()
     declared = f"the model its {CONFIG_FILE} declares"
     if where.mesh is not None:
-        fsdp.require_fit(model, stored, declared)
+        report = fsdp.require_fit(model, stored, declared)
         if lazy.is_lazy(model):
             materialize_from_shapes(model, stored.shapes())  # no forward pass on a mesh: the headers must do
         if where.dtype is not None:
             lazy.place(model, None, where.dtype)
+        else:
+            fit.take_stored_dtypes(model, stored)  # each rank's rows in the stored dtypes, as without a mesh
         fsdp.shard(model, where.mesh, where.shard, name=f"'{config.name}'")
         fsdp.allocate(model, where.mesh)
         fsdp.read_rows(model, stored)
         _fill_computed_buffers(model, build, folder, None, where.dtype)
+        model.__dict__[LOAD_REPORT] = fit.with_conversions(report, model, stored)
         return model
     report = fit.check_fit(model.state_dict(keep_vars=True), stored)
     if report:
@@ -307,6 +313,7 @@ def _read_fast(
     _fill_computed_buffers(model, build, folder, device, where.dtype)
     if plan is not None:
         placement.dispatch(model, plan)  # every tensor is in place: this only installs the input hooks
+    model.__dict__[LOAD_REPORT] = fit.with_conversions(report, model, stored)
     return model
 
 
@@ -326,7 +333,7 @@ def _size_from_headers(model: nn.Module, stored: reader.StoredTensors, config: S
 def _read_slow(
     config: SavedConfig, reg: Registry, folder: Path, stored: reader.StoredTensors, strict: bool
 ) -> nn.Module:
-    """Build normally (initial values drawn), materialise, copy in what fits; keep a non-strict load's report."""
+    """Build normally (initial values drawn), materialise, copy in what fits; the report goes on the model."""
     model = rebuild(config, reg, folder)
     if not _size_from_headers(model, stored, config):
         assert config.input_shape is not None  # _size_from_headers raised otherwise
@@ -335,8 +342,7 @@ def _read_slow(
     if strict and report:
         raise fit.misfit_error(report, stored.where, f"the model its {CONFIG_FILE} declares")
     fit.apply_stored(model, stored, report)
-    if not strict:
-        model.__dict__["zoo_load_report"] = report
+    model.__dict__[LOAD_REPORT] = report
     return model
 
 

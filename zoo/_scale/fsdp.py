@@ -384,11 +384,12 @@ def _read_rows(target: torch.Tensor, stored: reader.StoredTensors, key: str) -> 
 # --- loading ---------------------------------------------------------------------------------------
 
 
-def require_fit(model: nn.Module, stored: reader.StoredTensors, what: str) -> None:
-    """Raise, naming this rank and every key, when the stored tensors do not fit `model`'s full shapes."""
+def require_fit(model: nn.Module, stored: reader.StoredTensors, what: str) -> fit.LoadReport:
+    """The fit of the stored tensors to `model`'s full shapes; raise, naming this rank and every key, on a misfit."""
     report = fit.check_fit(model.state_dict(keep_vars=True), stored)
     if report:  # a sharded load is strict: misfit_error's hint about strict=False does not apply
         raise fit.misfit_error(report, f"rank {rank()}: {stored.where}", what, strict_hint=False)
+    return report
 
 
 def read_rows(model: nn.Module, stored: reader.StoredTensors) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,20 @@ class LoadReport:
     unexpected: tuple[str, ...] = ()  # in the file, not in the model: ignored
     mismatched: Mapping[str, str] = field(default_factory=dict)  # key → what differs: not loaded
     tied: Mapping[str, str] = field(default_factory=dict)  # not in the file, tied in the model to this key: loaded
+    converted: Mapping[str, str] = field(default_factory=dict)  # loaded in another dtype: "bfloat16 → float32"
 
-    def __bool__(self) -> bool:
+    def __bool__(self) -> bool:  # what did not fit; a conversion is no misfit, but it is said (conversions())
         return bool(self.missing or self.unexpected or self.mismatched)
+
+    def conversions(self) -> str:
+        """One line per dtype change the load made, with how many tensors and the first keys; "" when none."""
+        by_change: dict[str, list[str]] = {}
+        for key, change in self.converted.items():
+            by_change.setdefault(change, []).append(key)
+        return "\n".join(
+            f"converted {len(keys)} tensor(s) {change.replace(' → ', ' to ')}: {listing(keys, limit=5)}"
+            for change, keys in by_change.items()
+        )
 
     def describe(self) -> str:
         lines = []
@@ -100,6 +111,7 @@ def check_fit(expected: Mapping[str, Any], stored: StoredTensors) -> LoadReport:
     A key the file lacks is not missing when the model ties it (one tensor at both places) to
     a key the file has: loading that key fills both. A name the file records as removed
     (huggingface_hub's metadata) is not unexpected when the model has no such key.
+    The dtype changes a load makes are known once it is made: `with_conversions`.
     """
     keys = stored.keys()
     present = set(keys)
@@ -124,6 +136,49 @@ def check_fit(expected: Mapping[str, Any], stored: StoredTensors) -> LoadReport:
         elif _kind(tensor.dtype) != _kind(info.dtype):
             mismatched[key] = f"{tensor.dtype} in the model, {info.dtype} in the file"
     return LoadReport(missing, unexpected, mismatched, tied)
+
+
+def with_conversions(report: LoadReport, model: nn.Module, stored: StoredTensors) -> LoadReport:
+    """`report` with the dtype changes the load made: every loaded key whose tensor's dtype is not the stored one.
+
+    Copying into a model's own tensors converts to their dtype; zoo.load(dtype=) converts on the
+    way; a meta-device model takes the stored dtypes as they are, and then nothing is converted.
+    """
+    converted = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if key in stored and key not in report.mismatched and isinstance(tensor, torch.Tensor):
+            was = stored.info(key).dtype
+            if tensor.dtype != was:
+                converted[key] = f"{_name(was)} → {_name(tensor.dtype)}"
+    return replace(report, converted=converted)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def take_stored_dtypes(model: nn.Module, stored: StoredTensors) -> None:
+    """Give the meta tensors of `model` the floating dtypes the file stores them in (ties kept), before allocating.
+
+    A sharded load allocates each rank's rows in the model's dtypes: with this, it keeps the
+    stored ones, as an unsharded zoo.load does (a bfloat16 checkpoint gives a bfloat16 model).
+    """
+    places = _places(model)
+    wanted: dict[int, torch.dtype] = {}  # by tensor: a tie takes the dtype its stored key has
+    for key, (container, name) in places.items():
+        old = container[name]
+        if old.is_meta and old.is_floating_point() and key in stored and stored.info(key).dtype.is_floating_point:
+            wanted.setdefault(id(old), stored.info(key).dtype)
+    fresh: dict[int, torch.Tensor] = {}
+    for container, name in places.values():
+        old = container[name]
+        want = wanted.get(id(old))
+        if want is None or want == old.dtype:
+            continue
+        if id(old) not in fresh:
+            new = torch.empty_like(old, dtype=want)
+            fresh[id(old)] = nn.Parameter(new, old.requires_grad) if isinstance(old, nn.Parameter) else new
+        container[name] = fresh[id(old)]
 
 
 def _kind(dtype: torch.dtype) -> str:
@@ -179,7 +234,7 @@ def load_local_weights(
         if lazy.is_lazy(model):
             materialize_from_shapes(model, stored.shapes())
         apply_stored(model, stored, report)
-    return report
+        return with_conversions(report, model, stored)
 
 
 def apply_stored(
