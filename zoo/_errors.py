@@ -15,7 +15,20 @@ from typing import Any
 
 
 class ZooError(Exception):
-    """Base class of every error zoo raises on bad input."""
+    """Base class of every error zoo raises on bad input.
+
+    A message that tells a Python caller what to pass (`strict=False`, `zoo.save(model, ...)`) may
+    carry the same advice in the command line's words too (`--non-strict`, `zoo save NAME DIR`):
+    `cli=`, shown by the `zoo` command through `for_cli()`.
+    """
+
+    def __init__(self, *args: object, cli: str | None = None) -> None:
+        super().__init__(*args)
+        self.cli = cli
+
+    def for_cli(self) -> str:
+        """The message in the command line's words, where they differ from Python's."""
+        return self.cli if self.cli is not None else str(self)
 
 
 class RegistryFileError(ZooError, ValueError):
@@ -83,6 +96,11 @@ class MissingDependencyError(ZooError, ImportError):
 
 class PluginError(ZooError, RuntimeError):
     """A plugin fails to import, raises in a hook, or implements hooks wrongly."""
+
+
+def cli_words(err: BaseException) -> str:
+    """An error's message as the command line says it (for a message that quotes another error)."""
+    return err.for_cli() if isinstance(err, ZooError) else str(err)
 
 
 def nearest(name: str, candidates: Iterable[str]) -> str | None:

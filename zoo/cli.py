@@ -205,7 +205,19 @@ def _budget(text: str) -> tuple[str, str]:
     device, sep, size = text.partition("=")
     if not sep or not device.strip() or not size.strip():
         raise argparse.ArgumentTypeError(f"'{text}' is not DEVICE=SIZE (for example cuda:0=8GiB)")
+    _size(size.strip(), zero=True)  # a bad size is the flag's error, in the flag's words
     return device.strip(), size.strip()
+
+
+def _size(text: str, *, zero: bool = False) -> str:
+    from zoo._build import devices
+    from zoo._errors import ZooError
+
+    try:
+        devices.parse_size(text, "size", zero=zero)
+    except ZooError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("size: ")) from None
+    return text
 
 
 def _dtype(text: str) -> Any:
@@ -240,13 +252,17 @@ def cmd_load(args: argparse.Namespace) -> int:
     import zoo
     from zoo._build import builder
 
-    model = zoo.load(args.dir, device=args.device, dtype=args.dtype, registry=_registry(args))
+    model = zoo.load(
+        args.dir, device=args.device, dtype=args.dtype, strict=not args.non_strict, registry=_registry(args)
+    )
     info = builder.build_info(model)
     assert info is not None  # zoo.load rebuilds through the builder, which records it
     print(f"loaded '{info.name}' from {args.dir}")
     report = getattr(model, "zoo_load_report", None)
     if report is not None and report.converted:
         print(report.conversions() + " (--dtype)")
+    if report:
+        print("did not fit (not loaded):\n" + report.describe())
     print(zoo.summary(model, input_shape=info.input_shape))
     return 0
 
@@ -329,7 +345,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.plan:
         print()
         budgets = dict(args.max_memory) if args.max_memory else None
-        print(zoo.plan(args.plan, device_map=args.device_map, max_memory=budgets, registry=_registry(args)))
+        print(
+            zoo.plan(
+                args.plan, device_map=args.device_map, max_memory=budgets, input_shape=args.input_shape,
+                registry=_registry(args),
+            )
+        )  # fmt: skip
     return 0
 
 
@@ -364,7 +385,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         client.check_copy_target(args.dir, args.repo_id)  # before any download
     model = zoo.pull(
         args.repo_id, revision=args.revision, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir,
-        local_files_only=args.offline, endpoint=args.endpoint,
+        local_files_only=args.offline, endpoint=args.endpoint, strict=not args.non_strict,
     )  # fmt: skip
     source, info = client.source_of(model), builder.build_info(model)
     assert source is not None and info is not None  # pull records both
@@ -427,14 +448,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--input-shape", type=_shape, metavar="2,20", help="materialise lazy layers for this input")
     p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE")
-    p.add_argument("--max-shard-size", metavar="SIZE", help="split the weights into shards, e.g. 2GB or 500MiB")
+    p.add_argument("--max-shard-size", type=_size, metavar="SIZE", help="split the weights into shards, e.g. 2GB")
     p.add_argument("--dtype", type=_dtype, help="store floating-point tensors as float16, bfloat16, …")
     with_registry(p)
 
-    p = command("load", cmd_load, "Load a folder written by `zoo save` (no code needed) and print its summary.")
+    p = command(
+        "load", cmd_load, "Load a folder written by `zoo save` or transformers (no code) and print its summary."
+    )
     p.add_argument("dir")
     p.add_argument("--device", help="cpu (default), cuda:0, auto")
     p.add_argument("--dtype", type=_dtype, help="convert floating-point tensors to float16, bfloat16, …")
+    p.add_argument("--non-strict", action="store_true", help="load what fits and list the rest, instead of failing")
     with_registry(p)
 
     p = command(
@@ -467,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-memory", action="append", type=_budget, metavar="DEVICE=SIZE", help="e.g. cuda:0=8GiB (repeatable)"
     )
+    p.add_argument("--input-shape", type=_shape, metavar="2,20", help="with --plan: one input batch (lazy layers)")
     with_registry(p)
 
     endpoint_help = "a Hub-compatible server (default: HF_ENDPOINT, else huggingface.co)"
@@ -477,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repo private")
     p.add_argument("--message", help="the commit message")
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
-    p.add_argument("--max-shard-size", metavar="SIZE", help="split the weights into shards, e.g. 2GB or 500MiB")
+    p.add_argument("--max-shard-size", type=_size, metavar="SIZE", help="split the weights into shards, e.g. 2GB")
     p.add_argument("--input-shape", type=_shape, metavar="2,20", help="materialise lazy layers for this input")
     p.add_argument("--set", action="append", type=_setting, default=[], metavar="KEY=VALUE")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights of a built name")
@@ -494,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", type=_dtype, help="convert floating-point tensors to float16, bfloat16, …")
     p.add_argument("--cache-dir", help="default: HF_HUB_CACHE (~/.cache/huggingface/hub)")
     p.add_argument("--offline", action="store_true", help="use the cache only, send no request (as HF_HUB_OFFLINE=1)")
+    p.add_argument("--non-strict", action="store_true", help="load what fits and list the rest, instead of failing")
     p.add_argument("--endpoint", help=endpoint_help)
     return parser
 
@@ -517,7 +543,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args))
     except ZooError as err:
-        print(f"zoo: error: {err}", file=sys.stderr)
+        print(f"zoo: error: {err.for_cli()}", file=sys.stderr)  # flags and commands, not keyword arguments
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

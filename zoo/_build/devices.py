@@ -83,9 +83,10 @@ def resolve(device: DeviceArg) -> torch.device:
     hint = ""
     if wanted.type == "cuda" and torch.cuda.device_count() == 0:
         hint = " torch sees no CUDA device (torch.cuda.is_available() is False)."
+    said = f"device '{device}' is not on this machine, which has {listing(names)}.{did_you_mean(str(wanted), names)}{hint}"
     raise DeviceError(
-        f"device '{device}' is not on this machine, which has {listing(names)}."
-        f"{did_you_mean(str(wanted), names)}{hint} Pass device='auto' to take the best device present."
+        f"{said} Pass device='auto' to take the best device present.",
+        cli=f"{said} Pass --device auto to take the best device present.",
     )
 
 

@@ -197,9 +197,9 @@ def _layer_shapes(
             continue
         key = f"{first}.{name}" if first else name
         if name in layer._non_persistent_buffers_set:
+            said = f"{block_in(model, first, layer)} has a non-persistent lazy buffer `{key}`: no weights file holds it. "
             raise NotMaterializedError(
-                f"{block_in(model, first, layer)} has a non-persistent lazy buffer `{key}`: no weights file holds it. "
-                f"{how_to_materialize(model)}"
+                said + how_to_materialize(model), cli=said + how_to_materialize(model, cli=True)
             )
         given = {}
         for path in paths:  # a shared layer may be saved under any of its paths
@@ -229,11 +229,13 @@ def _attrs_for(model: nn.Module, name: str, layer: nn.Module, shapes: dict[str, 
     """Run the layer's own initialize_parameters on a meta copy; check its shapes; return what it set."""
     rule = _input_rule(type(layer))
     if rule is None:
-        raise NotMaterializedError(
-            f"zoo does not know which input gives {block_in(model, name, layer)} the shapes it was given. "
-            f"{how_to_materialize(model)} "
-            f"Or give {type(layer).__name__} a static method zoo_input_shape(shapes), or register one with "
+        said = f"zoo does not know which input gives {block_in(model, name, layer)} the shapes it was given. "
+        more = (
+            f" Or give {type(layer).__name__} a static method zoo_input_shape(shapes), or register one with "
             f"zoo.register_input_rule({type(layer).__name__}, rule)."
+        )
+        raise NotMaterializedError(
+            said + how_to_materialize(model) + more, cli=said + how_to_materialize(model, cli=True) + more
         )
     prefix = f"{name}." if name else ""
     try:

@@ -53,10 +53,11 @@ def require_materialized(model: nn.Module, action: str) -> None:
     """
     keys = lazy_keys(model)
     if keys:
-        raise NotMaterializedError(
+        said = (
             f"cannot {action}: {label(model)} has {len(keys)} lazy parameter(s)/buffer(s) whose shapes are not "
-            f"known yet ({listing(keys)}). {how_to_materialize(model)}"
+            f"known yet ({listing(keys)}). "
         )
+        raise NotMaterializedError(said + how_to_materialize(model), cli=said + how_to_materialize(model, cli=True))
 
 
 def is_pending(tensor: object) -> bool:
@@ -68,9 +69,13 @@ def label(model: nn.Module) -> str:
     return f"'{info.name}'" if info is not None else f"the {type(model).__name__}"
 
 
-def how_to_materialize(model: nn.Module) -> str:
+def how_to_materialize(model: nn.Module, *, cli: bool = False) -> str:
+    """What to do about lazy layers: in Python's words, or (`cli`) in the command line's."""
     info = build_info(model)
     shape = tuple(info.input_shape) if info is not None and info.input_shape else None
+    if cli:
+        example = ",".join(map(str, shape)) if shape else "2,20"
+        return f"Pass --input-shape {example} (one input batch's shape), or load weights into it (zoo load-weights)."
     example = f"input_shape={shape}" if shape else "input_shape=(batch, ...)"
     return f"Call zoo.materialize(model, {example}) or load weights into it (zoo.load_weights) first."
 

@@ -116,9 +116,8 @@ def upload(
     if huggingface_hub.is_offline_mode():
         raise HubError(f"cannot push {repo_id}: HF_HUB_OFFLINE is set, so zoo sends no request. Unset it to push.")
     if create_pr and branch not in (None, "main"):
-        raise HubError(
-            f"cannot push {repo_id}: create_pr opens a pull request against main; do not pass branch='{branch}'."
-        )
+        said = f"cannot push {repo_id}: create_pr opens a pull request against main; do not pass"
+        raise HubError(f"{said} branch='{branch}'.", cli=f"{said} --branch {branch} with --create-pr.")
     api = HfApi(endpoint=endpoint, token=token)
     with _folder_to_push(model_or_dir, max_shard_size) as (folder, name):
         with _hub_errors(f"push to {repo_id}", repo_id, branch, api.endpoint, api):
@@ -165,9 +164,13 @@ def _check_model_folder(path: Path) -> None:
     config = read_config(path)  # raises WeightsError for no such folder or a malformed config.json
     if config is None:
         present = sorted(p.name for p in path.iterdir())
+        said = (
+            f"cannot push {path}: it has no {CONFIG_FILE}, so it was not written by zoo.save "
+            f"(it holds: {listing(present)})."
+        )
         raise WeightsError(
-            f"cannot push {path}: it has no {CONFIG_FILE}, so it was not written by zoo.save (it holds: "
-            f"{listing(present)}). Save the model with zoo.save(model, '{path}'), or push the model itself."
+            f"{said} Save the model with zoo.save(model, '{path}'), or push the model itself.",
+            cli=f"{said} Save the model with zoo save NAME {path}, or push a declared name: zoo push NAME REPO_ID.",
         )
     if isinstance(config, TransformersConfig):  # transformers wrote it: zoo.pull must know the entry that builds it
         foreign.entry_for(config, builder.registry_for(None), str(path))
@@ -274,7 +277,8 @@ def _check_config(folder: Path, repo_id: str, revision: str, registry: Registry 
         if isinstance(config, TransformersConfig):  # transformers': an installed entry must declare it
             foreign.entry_for(config, registry if registry is not None else builder.registry_for(None), shown_as)
     except WeightsError as err:
-        raise HubError(f"{repo_id}@{revision} is not a model zoo can build: {err}") from err
+        said = f"{repo_id}@{revision} is not a model zoo can build: "
+        raise HubError(f"{said}{err}", cli=f"{said}{err.for_cli()}") from err
 
 
 def _check_listing(sizes: Mapping[str, int | None], where: str, shown_as: str, weights_only: bool) -> None:
@@ -289,22 +293,18 @@ def _check_listing(sizes: Mapping[str, int | None], where: str, shown_as: str, w
                 "a source you trust."
             )
         others = [n for n in names if n.endswith(".safetensors")]
-        hint = (
-            " To load one of its safetensors files, download it (huggingface_hub.hf_hub_download) and pass its path "
-            "to zoo.load_weights."
-            if others
-            else ""
-        )
-        raise HubError(
+        said = (
             f"{where} has no {SINGLE_FILE} or {INDEX_FILE}, so it "
-            f"{'holds no weights zoo can find' if weights_only else 'is not a zoo model'}. "
-            f"It holds: {listing(names)}.{hint}"
+            f"{'holds no weights zoo can find' if weights_only else 'is not a zoo model'}. It holds: {listing(names)}."
+        )
+        download = " To load one of its safetensors files, download it (huggingface_hub.hf_hub_download) and pass"
+        raise HubError(
+            said + (f"{download} its path to zoo.load_weights." if others else ""),
+            cli=said + (f"{download} its path to zoo load-weights." if others else ""),
         )
     if CONFIG_FILE not in sizes and not weights_only:
-        raise HubError(
-            f"{where} has weights but no {CONFIG_FILE}, so it is not a zoo model (it holds: {listing(names)}). "
-            + load_weights_hint(shown_as)
-        )
+        said = f"{where} has weights but no {CONFIG_FILE}, so it is not a zoo model (it holds: {listing(names)}). "
+        raise HubError(said + load_weights_hint(shown_as), cli=said + load_weights_hint(shown_as, cli=True))
     for name in (CONFIG_FILE, INDEX_FILE) if not weights_only else (INDEX_FILE,):
         size = sizes.get(name)
         if size is not None and size > MAX_JSON_BYTES:
@@ -447,7 +447,8 @@ def _split_revision(repo_id: str, revision: str | None) -> tuple[str, str]:
         in_id = rest or None
         _check_repo_id(repo_id)
     if in_id and revision and in_id != revision:
-        raise HubError(f"two revisions for {repo_id}: '@{in_id}' in the id and revision='{revision}'; give one.")
+        said = f"two revisions for {repo_id}: '@{in_id}' in the id and"
+        raise HubError(f"{said} revision='{revision}'; give one.", cli=f"{said} --revision {revision}; give one.")
     return repo_id, in_id or revision or constants.DEFAULT_REVISION
 
 
@@ -487,16 +488,19 @@ def _hub_error(err: Exception, at: str, repo_id: str, revision: str | None, endp
         # The client's wrapper when a HEAD request failed and nothing was cached: the cause says why.
         return _hub_error(err.__cause__, at, repo_id, revision, endpoint, api)
     if isinstance(err, RepositoryNotFoundError):
-        return HubError(
-            f"{at}: repository '{repo_id}' not found at {endpoint}. If it is private or gated, "
-            "log in (`hf auth login`) or pass token=."
+        said = (
+            f"{at}: repository '{repo_id}' not found at {endpoint}. If it is private or gated, log in (`hf auth login`)"
         )
+        return HubError(f"{said} or pass token=.", cli=f"{said} or set HF_TOKEN.")
     if isinstance(err, RevisionNotFoundError):
         return HubError(f"{at}: {_revision_hint(api, repo_id, revision)}")
     if isinstance(err, EntryNotFoundError):
         return HubError(f"{at}: the repo lists a file that {endpoint} does not serve: {_first_line(err)}")
     if isinstance(err, OfflineModeIsEnabled):
-        return HubError(f"{at}: HF_HUB_OFFLINE is set; unset it, or pull with local_files_only=True.")
+        return HubError(
+            f"{at}: HF_HUB_OFFLINE is set; unset it, or pull with local_files_only=True.",
+            cli=f"{at}: HF_HUB_OFFLINE is set; unset it, or pass --offline to use the cache alone.",
+        )
     if isinstance(err, HfHubHTTPError):
         status = err.response.status_code if err.response is not None else "?"
         return HubError(f"{at}: {endpoint} answered HTTP {status}: {_first_line(err)}")

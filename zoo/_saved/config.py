@@ -138,9 +138,10 @@ def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig 
     folder = Path(folder)
     if not folder.is_dir():
         if folder.exists():
+            said = f"{folder} is a file; zoo.load takes the folder zoo.save wrote"
             raise WeightsError(
-                f"{folder} is a file; zoo.load takes the folder zoo.save wrote "
-                f"(to load one file into a model you built: zoo.load_weights(model, '{folder}'))"
+                f"{said} (to load one file into a model you built: zoo.load_weights(model, '{folder}'))",
+                cli=f"{said} (to build a model and load one file into it: zoo load-weights NAME {folder})",
             )
         siblings = [p.name for p in folder.parent.iterdir()] if folder.parent.is_dir() else []
         raise WeightsError(f"no such folder: {folder}.{did_you_mean(folder.name, siblings)}")
@@ -155,8 +156,9 @@ def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig 
             return hf  # transformers wrote it: zoo._saved.foreign finds the entry that builds it
         data = data[RECORD_KEY]
     if not isinstance(data, dict) or "declaration" not in data:
+        said, source = f"{file} is not a zoo config (no `declaration`). ", shown_as or str(folder)
         raise WeightsError(
-            f"{file} is not a zoo config (no `declaration`). {foreign_config_hint(data, shown_as or str(folder))}"
+            said + foreign_config_hint(data, source), cli=said + foreign_config_hint(data, source, cli=True)
         )
     version = data.get("zoo_format")
     if not isinstance(version, int) or version > CONFIG_FORMAT:
@@ -200,8 +202,8 @@ def read_config(folder: str | Path, shown_as: str | None = None) -> SavedConfig 
     )
 
 
-def foreign_config_hint(data: Any, source: str) -> str:
-    """What to do with a config.json another library wrote (transformers': model_type, architectures)."""
+def foreign_config_hint(data: Any, source: str, *, cli: bool = False) -> str:
+    """What to do with a config.json another library wrote (a Mixin's: no model_type zoo can read)."""
     said = ""
     if isinstance(data, dict):
         facts = [f"{key} {shown(data[key])}" for key in ("model_type", "architectures") if key in data]
@@ -210,14 +212,18 @@ def foreign_config_hint(data: Any, source: str) -> str:
             if facts
             else "It was written by another library: "
         )
-    return said + load_weights_hint(source)
+    return said + load_weights_hint(source, cli=cli)
 
 
-def load_weights_hint(source: str) -> str:
-    """How to use weights without a zoo declaration: build the architecture with zoo, load the weights into it."""
+def load_weights_hint(source: str, *, cli: bool = False) -> str:
+    """How to use weights without a zoo declaration: build the architecture with zoo, load the weights into it.
+
+    `cli`: in the command line's words (`zoo load-weights NAME SOURCE`) instead of Python's.
+    """
+    load = f"zoo load-weights NAME {source}" if cli else f'zoo.load_weights(zoo.build("NAME"), "{source}")'
     return (
-        f"zoo cannot tell which model to build from it. Build the architecture with zoo (an entry declared "
-        f'for it) and load the weights into that: zoo.load_weights(zoo.build("NAME"), "{source}")'
+        "zoo cannot tell which model to build from it. Build the architecture with zoo (an entry declared "
+        f"for it) and load the weights into that: {load}"
     )
 
 

@@ -255,9 +255,12 @@ def _config_of(folder: Path, shown_as: str, *, sharded: bool) -> SavedConfig | T
         return config
     if not any((folder / name).is_file() for name in (layout.MODEL_FILE, layout.INDEX_FILE)):
         present = [p.name for p in folder.iterdir()]
+        said = (
+            f"{shown_as} holds no zoo save (no {CONFIG_FILE}, {layout.MODEL_FILE} or {layout.INDEX_FILE}); "
+            f"it holds: {listing(present)}."
+        )
         raise WeightsError(
-            f"{folder} holds no zoo save (no {CONFIG_FILE}, {layout.MODEL_FILE} or {layout.INDEX_FILE}); "
-            f"it holds: {listing(present)}. Write one with zoo.save(model, '{folder}')."
+            f"{said} Write one with zoo.save(model, '{folder}').", cli=f"{said} Write one with zoo save NAME {folder}."
         )
     if sharded:
         raise WeightsError(
@@ -265,10 +268,8 @@ def _config_of(folder: Path, shown_as: str, *, sharded: bool) -> SavedConfig | T
             f"meta device, shard it with zoo.distributed.shard(model, mesh), allocate it with "
             f"model.to_empty(device='cpu'), then read each rank's rows with zoo.distributed.load_into(model, path)."
         )
-    raise WeightsError(
-        f"{shown_as} holds weights only (no {CONFIG_FILE}: the model was not built by zoo). "
-        + load_weights_hint(shown_as)
-    )
+    said = f"{shown_as} holds weights only (no {CONFIG_FILE}: the model was not built by zoo). "
+    raise WeightsError(said + load_weights_hint(shown_as), cli=said + load_weights_hint(shown_as, cli=True))
 
 
 def _read_fast(

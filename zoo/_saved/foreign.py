@@ -48,26 +48,27 @@ def entry_for(config: TransformersConfig, reg: Registry, shown_as: str) -> Trans
     same_type = [m for m in known if m.model_type == config.model_type]
     if not same_type:
         types = sorted({f"{m.model_type} ({m.entry})" for m in known})
-        raise WeightsError(
+        text = (
             f"{said}, which no installed entry declares; zoo builds transformers models of model_type "
             f"{listing(types) if types else '(none)'}. Declare one with a `transformers` table on an entry "
-            f"(README: Transformers folders), or {_weights_instead(shown_as)}"
+            f"(README: Transformers folders), or load its weights into a model you build: "
         )
+        raise WeightsError(text + _load_weights("NAME", shown_as), cli=text + _load_weights("NAME", shown_as, True))
     if config.architectures:
         matches = [m for m in same_type if config.architectures[0] in m.architectures]
         if not matches:
             known_here = sorted({f"{a} ({m.entry})" for m in same_type for a in m.architectures})
-            raise WeightsError(
+            text = (
                 f"{said}; zoo builds model_type '{config.model_type}' as {listing(known_here)} only, whose "
-                f"state-dict keys differ from {config.architectures[0]}'s. {_weights_instead(shown_as).capitalize()}"
+                f"state-dict keys differ from {config.architectures[0]}'s. Load its weights into a model you build: "
             )
+            raise WeightsError(text + _load_weights("NAME", shown_as), cli=text + _load_weights("NAME", shown_as, True))
     else:
         matches = same_type
     if len(matches) > 1:
-        raise WeightsError(
-            f"{said}, which several installed entries declare ({listing(m.entry for m in matches)}); "
-            f"load it with one of them: zoo.load_weights(zoo.build('{matches[0].entry}'), '{shown_as}')"
-        )
+        text = f"{said}, which several installed entries declare ({listing(m.entry for m in matches)}); use one: "
+        entry = matches[0].entry
+        raise WeightsError(text + _load_weights(entry, shown_as), cli=text + _load_weights(entry, shown_as, True))
     return matches[0]
 
 
@@ -94,5 +95,5 @@ def settle(
     )
 
 
-def _weights_instead(shown_as: str) -> str:
-    return f'load its weights into a model you build: zoo.load_weights(zoo.build("NAME"), "{shown_as}")'
+def _load_weights(entry: str, source: str, cli: bool = False) -> str:
+    return f"zoo load-weights {entry} {source}" if cli else f'zoo.load_weights(zoo.build("{entry}"), "{source}")'

@@ -185,8 +185,9 @@ def plan(
     info = getattr(model, "zoo_info", None)
     label = info.name if info is not None else type(model).__name__
     if lazy.is_lazy(model):
+        said = f"'{label}' has lazy layers whose sizes are unknown; pass"
         raise NotMaterializedError(
-            f"'{label}' has lazy layers whose sizes are unknown; pass input_shape= (e.g. input_shape=(2, 20))."
+            f"{said} input_shape= (e.g. input_shape=(2, 20)).", cli=f"{said} --input-shape (e.g. --input-shape 2,20)."
         )
     shape = tuple(input_shape) if input_shape is not None else getattr(info, "input_shape", None)
     blocks = _blocks(model, _check_no_split(model, no_split, label))
@@ -487,11 +488,14 @@ def _does_not_fit(
         if total_need > total_budget
         else ""
     )
-    return DeviceError(
+    said = (
         f"'{label}' does not fit: block '{block.name or '(model)'}' ({kind}) needs {_amount(block.bytes)}{tied}{act}"
         f" and no device has room left (used of budget: {per_device}).{overall} The blocks from"
         f" '{block.name or '(model)'}' on need {_amount(rest_bytes)}: {last} is {_amount(short)} short."
-        " Raise a budget in max_memory, add a device (e.g. 'cpu'), or pass a smaller dtype."
+    )
+    return DeviceError(
+        f"{said} Raise a budget in max_memory, add a device (e.g. 'cpu'), or pass a smaller dtype.",
+        cli=f"{said} Raise a --max-memory budget, or add a device (e.g. --max-memory cpu=16GiB).",
     )
 
 

@@ -192,8 +192,13 @@ def _kind(dtype: torch.dtype) -> str:
 
 def misfit_error(report: LoadReport, where: str, model: str = "the model", *, strict_hint: bool = True) -> WeightsError:
     """The error of a strict load that does not fit: every problem listed at once (and how to load what fits)."""
-    hint = "\nPass strict=False to load the keys that fit and get this report back." if strict_hint else ""
-    return WeightsError(f"{where} does not fit {model}, so nothing was loaded:\n{report.describe()}{hint}")
+    said = f"{where} does not fit {model}, so nothing was loaded:\n{report.describe()}"
+    if not strict_hint:
+        return WeightsError(said)
+    return WeightsError(
+        f"{said}\nPass strict=False to load the keys that fit and get this report back.",
+        cli=f"{said}\nPass --non-strict to load the keys that fit and list the rest.",
+    )
 
 
 def load_local_weights(

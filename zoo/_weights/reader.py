@@ -215,9 +215,17 @@ def open_stored(path: str | Path, *, shown_as: str | None = None) -> Iterator[St
             stack.close()
             raise
 
-    stored, stack = fsio.read_consistently(
-        path, attempt, retry=(WeightsError,), discard=lambda opened: opened[1].close()
-    )
+    try:
+        stored, stack = fsio.read_consistently(
+            path, attempt, retry=(WeightsError,), discard=lambda opened: opened[1].close()
+        )
+    except WeightsError as err:
+        if shown_as is None:
+            raise
+        # A Hub snapshot: its files by the address (hf://org/name/model.safetensors), not by the cache's path.
+        raise WeightsError(
+            str(err).replace(str(path), shown_as), cli=err.for_cli().replace(str(path), shown_as)
+        ) from None
     if shown_as is not None:
         stored.where = shown_as
     with stack:
