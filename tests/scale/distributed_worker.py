@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import HuggingFaceStorageReader
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor
 
@@ -112,6 +114,12 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
     tied = {folder.name: forward_backward(zoo.load(folder, mesh=mesh)) for folder in sorted((work / "tied").iterdir())}
     record["tied"] = sorted(tied)
 
+    # 8. torch.distributed.checkpoint reads a one-process zoo checkpoint onto 2 ranks, through its safetensors reader.
+    by_dcp = zoo.build("mlp", hidden=64, mesh=mesh)
+    single = zoo.checkpoint.latest(work / "single")
+    dcp.load(by_dcp.state_dict(), storage_reader=HuggingFaceStorageReader(str(single)))
+    by_dcp_full = gathered(by_dcp)
+
     if rank == 0:
         for name, results in tied.items():
             zoo.save_tensors(results, out / f"tied-{name}.safetensors")
@@ -124,12 +132,13 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
                 "from_single_2": from_single_2,
                 "big": big_full,
                 "odd": odd_full,
+                "by_dcp": by_dcp_full,
             },
             out / "tensors.safetensors",
         )
     (out / f"rank{rank}.json").write_text(json.dumps(record))
 
-    # 8. A rank killed in the middle of a save leaves the previous checkpoint whole.
+    # 9. A rank killed in the middle of a save leaves the previous checkpoint whole.
     if rank == 1:
 
         def die(*_args: object, **_kwargs: object) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import HuggingFaceStorageReader
 
 import zoo
 from tests.scale.conftest import free_port
@@ -191,6 +193,25 @@ def test_every_tied_entry_runs_forward_and_backward_on_two_ranks_as_unsharded(ru
     assert got.keys() == expected.keys()
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_torch_dcp_reads_a_one_process_zoo_checkpoint_onto_two_ranks(run: Path) -> None:
+    step = zoo.checkpoint.latest(run / "single")
+    assert step is not None
+    assert_same_weights(tensors(run)["by_dcp"], zoo.load(step).state_dict())
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings(
+    "ignore:torch.distributed is disabled:UserWarning"
+)  # DCP's note that it reads in one process
+def test_torch_dcp_reads_a_two_rank_zoo_checkpoint_into_one_process(run: Path) -> None:
+    step = zoo.checkpoint.latest(run / "run")
+    assert step is not None
+    model = zoo.build("mlp", hidden=64)
+    dcp.load(model.state_dict(), storage_reader=HuggingFaceStorageReader(str(step)), no_dist=True)  # one process
+    assert_same_weights(model.state_dict(), tensors(run)["after_1"])
 
 
 @pytest.mark.slow
