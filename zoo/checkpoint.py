@@ -172,13 +172,21 @@ def resume(
     path = latest(directory)
     if path is None:
         return None
-    state = nested.load_tensors(path / STATE_FILE)
-    step, saved_optimizer, extra = _unpack(state, path / STATE_FILE)
-    if optimizer is not None:
-        _check_optimizer(optimizer, saved_optimizer, state.get("optimizer_class"), path / STATE_FILE)
-    optimizer_files = path / fsdp.OPTIMIZER_DIR if state.get("optimizer_files") == fsdp.OPTIMIZER_DIR else None
-    if optimizer is not None and optimizer_files is not None:  # written by the ranks of a sharded save
-        fsdp.check_optimizer_files(model, optimizer, optimizer_files)
+
+    def checked() -> tuple[int, Any, dict[str, Any], Path | None]:
+        state = nested.load_tensors(path / STATE_FILE)
+        step, saved_optimizer, extra = _unpack(state, path / STATE_FILE)
+        if optimizer is not None:
+            _check_optimizer(optimizer, saved_optimizer, state.get("optimizer_class"), path / STATE_FILE)
+        files = path / fsdp.OPTIMIZER_DIR if state.get("optimizer_files") == fsdp.OPTIMIZER_DIR else None
+        if optimizer is not None and files is not None:  # written by the ranks of a sharded save
+            fsdp.check_optimizer_files(model, optimizer, files)
+        return step, saved_optimizer, extra, files
+
+    if fsdp.is_sharded(model):  # a rank whose copy fails a check fails every rank, before any changes
+        step, saved_optimizer, extra, optimizer_files = fsdp.together(checked, f"zoo.checkpoint.resume('{path}')")
+    else:
+        step, saved_optimizer, extra, optimizer_files = checked()
     if fsdp.is_sharded(model):
         fsdp.load_into(model, path)  # each rank reads its rows
     else:

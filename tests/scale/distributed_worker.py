@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -120,6 +121,27 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
     dcp.load(by_dcp.state_dict(), storage_reader=HuggingFaceStorageReader(str(single)))
     by_dcp_full = gathered(by_dcp)
 
+    # 9. A corrupt copy on one rank (each rank reads its own copy, as on a node's local disk) fails every rank.
+    own = work / f"copy-{rank}"
+    shutil.copytree(work / "saved", own / "saved")
+    shutil.copytree(zoo.checkpoint.latest(work / "single"), own / "single" / "step-00000001")
+    if rank == 1:
+        for file in (*(own / "saved").glob("*.safetensors"), *(own / "single").glob("*/model*.safetensors")):
+            file.write_bytes(b"\xff" * 64 + file.read_bytes()[64:])  # the header's length, then garbage
+    try:
+        zoo.load(own / "saved", mesh=mesh)
+        record["corrupt_load"] = "loaded"
+    except zoo.ZooError as err:
+        record["corrupt_load"] = f"{type(err).__name__}: {err}"
+    resumed = zoo.build("mlp", hidden=64, mesh=mesh)
+    before = gathered(resumed)
+    try:
+        zoo.checkpoint.resume(own / "single", resumed, torch.optim.Adam(resumed.parameters(), lr=0.01))
+        record["corrupt_resume"] = "resumed"
+    except zoo.ZooError as err:
+        record["corrupt_resume"] = f"{type(err).__name__}: {err}"
+    record["corrupt_resume_unchanged"] = all(torch.equal(v, before[k]) for k, v in gathered(resumed).items())
+
     if rank == 0:
         for name, results in tied.items():
             zoo.save_tensors(results, out / f"tied-{name}.safetensors")
@@ -138,7 +160,7 @@ def main(rank: int, world: int, port: int, work: Path) -> None:
         )
     (out / f"rank{rank}.json").write_text(json.dumps(record))
 
-    # 9. A rank killed in the middle of a save leaves the previous checkpoint whole.
+    # 10. A rank killed in the middle of a save leaves the previous checkpoint whole.
     if rank == 1:
 
         def die(*_args: object, **_kwargs: object) -> None:

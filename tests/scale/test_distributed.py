@@ -215,6 +215,17 @@ def test_torch_dcp_reads_a_two_rank_zoo_checkpoint_into_one_process(run: Path) -
 
 
 @pytest.mark.slow
+def test_a_corrupt_copy_on_one_rank_fails_every_rank_naming_it(run: Path) -> None:
+    own, other = record(run, 1), record(run, 0)
+    assert own["corrupt_load"].startswith("WeightsError: ") and "copy-1/saved" in own["corrupt_load"]
+    assert other["corrupt_load"].startswith("DistributedError: rank 0: zoo.load(")
+    assert "failed on rank 1: " in other["corrupt_load"] and "copy-1/saved" in other["corrupt_load"]
+    assert own["corrupt_resume"].startswith("WeightsError: ")
+    assert other["corrupt_resume"].startswith("DistributedError: rank 0: ") and "on rank 1" in other["corrupt_resume"]
+    assert own["corrupt_resume_unchanged"] and other["corrupt_resume_unchanged"]  # checked before any rank reads
+
+
+@pytest.mark.slow
 def test_a_rank_killed_while_saving_leaves_the_previous_checkpoint_whole(run: Path) -> None:
     outcome = (run / "out" / "killed_save.txt").read_text()
     assert outcome.startswith("DistributedError: rank 0: saving "), outcome

@@ -212,7 +212,7 @@ def read(
         return _read_once(folder, where, strict, registry, mmap, shown_as or str(folder))
 
     if sharded:  # every rank reads once: ranks that retried apart could pair different saves
-        return read_once()
+        return fsdp.together(read_once, f"zoo.load('{path}', mesh=...)")  # one rank's bad copy fails every rank
     # Another process may replace the folder while this one reads it (zoo.save swaps the whole
     # folder in): a read that mixed two saves fails on their save ids, or a file vanishes under it.
     try:

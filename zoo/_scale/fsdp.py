@@ -125,16 +125,42 @@ def agree(ok: bool) -> bool:
     return bool(flag.item())
 
 
-def _broadcast_text(text: str) -> str:
-    """Rank 0's `text` on every rank (as bytes in tensors: no pickle)."""
+def _broadcast_text(text: str, src: int = 0) -> str:
+    """Rank `src`'s `text` on every rank (as bytes in tensors: no pickle)."""
     device = _comm_device()
     data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=device)
     size = torch.tensor([data.numel()], dtype=torch.int64, device=device)
-    dist.broadcast(size, src=0)
-    if rank() != 0:
+    dist.broadcast(size, src=src)
+    if rank() != src:
         data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
-    dist.broadcast(data, src=0)
+    dist.broadcast(data, src=src)
     return bytes(data.cpu().tolist()).decode("utf-8")
+
+
+def together(step: Callable[[], T], what: str) -> T:
+    """`step()` on every rank; if it fails on any, every rank raises: its own error or one naming that rank.
+
+    A step that fails on one rank only (its copy of a file is corrupt, its disk is full) would
+    otherwise return on the others, which then wait for it in their next collective until the
+    process group's timeout. `step` itself must not call collectives: a rank that failed in it
+    would never reach them.
+    """
+    failure: Exception | None = None
+    result: T | None = None
+    try:
+        result = step()
+    except (ZooError, OSError, ValueError, RuntimeError) as err:  # what reading and building raise
+        failure = err
+    world = dist.get_world_size()
+    first = torch.tensor([rank() if failure is not None else world], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(first, op=dist.ReduceOp.MIN)
+    failed = int(first.item())
+    if failed == world:
+        return result  # type: ignore[return-value]  # no rank failed, so step() returned
+    said = _broadcast_text(str(failure) if rank() == failed else "", src=failed)
+    if failure is not None:
+        raise failure  # its own error on a rank that failed (it names that rank where it matters)
+    raise DistributedError(f"rank {rank()}: {what} failed on rank {failed}: {said}")
 
 
 def on_rank0_first(fetch: Callable[[], T]) -> T:
@@ -405,9 +431,18 @@ def read_rows(model: nn.Module, stored: reader.StoredTensors) -> None:
 
 def load_into(model: nn.Module, path: Path) -> None:
     """Read a saved folder into a sharded model in place (checkpoint.resume); everything checked first."""
-    with reader.open_stored(path) as stored:
-        require_fit(model, stored, "the sharded model")
-        read_rows(model, stored)
+    with contextlib.ExitStack() as stack:
+        # Checked on every rank before any rank changes the model: a misfit or a bad file on one fails all unchanged.
+        stored = together(lambda: _checked(stack, model, path), f"reading {path}")
+        together(
+            lambda: read_rows(model, stored), f"reading {path}"
+        )  # a file that fails mid-read: the model is partly read
+
+
+def _checked(stack: contextlib.ExitStack, model: nn.Module, path: Path) -> reader.StoredTensors:
+    stored = stack.enter_context(reader.open_stored(path))
+    require_fit(model, stored, "the sharded model")
+    return stored
 
 
 # --- saving ----------------------------------------------------------------------------------------
