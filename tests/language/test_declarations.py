@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,3 +122,9 @@ def test_dump_entry_round_trips(write_toml: Callable[..., Path]) -> None:
     model = zoo.build("again", registry=path, input_shape=(2, 20))
     assert model[2] is model[4]
     assert zoo.spec("again", registry=path).declaration == declaration
+
+
+def test_dump_entry_writes_a_scalar_beside_long_child_tables_as_toml_that_parses_back() -> None:
+    long_child = {"type": "Linear", "in_features": 4, "out_features": 4, "doc_note": "x" * 90}
+    body = {"layers": {"a": long_child, "b": -1}}  # a hostile config.json's `layers`
+    assert tomllib.loads(dump_entry("m", body))["m"] == body

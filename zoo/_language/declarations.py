@@ -1211,7 +1211,8 @@ def _dump_table(lines: list[str], path: tuple[str, ...], body: Mapping[str, Any]
         and too_long(k, v)
         and any(isinstance(x, Mapping) for x in v)
     ]
-    if tables and path[-1] in _ORDERED and len(path) > 1 and not array:
+    ordered = path[-1] in _ORDERED and len(path) > 1 and not array
+    if tables and ordered and all(isinstance(v, (Mapping, str)) for v in body.values()):
         tables = list(body)  # all as sub-tables, or TOML would put the inline ones first
     if lines:
         lines.append("")
