@@ -459,3 +459,95 @@ def test_llama_refuses_heads_that_do_not_share_key_value_heads_evenly(capsys: py
     err = capsys.readouterr().err
     assert "hf_llama.toml:" in err and "'${num_attention_heads % num_key_value_heads == 0}' does not hold" in err
     assert "num_attention_heads = 4, num_key_value_heads = 3" in err
+
+
+# --- BERT ----------------------------------------------------------------------------------------
+
+TINY_BERT = {
+    "vocab_size": 100,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "max_position_embeddings": 16,
+    "type_vocab_size": 3,
+}
+BERT_BASE_PARAMETERS = 109_482_240  # BertConfig's defaults, pooler included
+
+
+def test_bert_defaults_are_bertconfigs_with_its_parameter_count_on_meta() -> None:
+    ours = zoo.build("hf_bert", device="meta")
+    theirs = on_meta(references.hf_bert)
+    assert shapes(ours) == shapes(theirs)
+    assert parameter_count(ours) == parameter_count(theirs) == BERT_BASE_PARAMETERS
+    config = references.bert_config().to_dict()
+    for name, value in zoo.spec("hf_bert").params.items():  # named and defaulted as BertConfig's keys
+        assert value == config[name], name
+    assert "encoder.layer.11.attention.self.query.weight" in ours.state_dict()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert() -> tuple[nn.Module, nn.Module]:
+    """zoo's and transformers' BertModel at a tiny size, the reference's (randomised) weights loaded into zoo's."""
+    torch.manual_seed(0)
+    theirs = references.hf_bert(**TINY_BERT).eval()
+    randomise_constants(theirs)
+    ours = zoo.build("hf_bert", **TINY_BERT)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    return ours.eval(), theirs
+
+
+def test_bert_gives_transformers_states_and_pooler_with_padding_and_token_types(
+    tiny_bert: tuple[nn.Module, nn.Module],
+) -> None:
+    ours, theirs = tiny_bert
+    assert list(ours.state_dict()) == list(theirs.state_dict())  # the same keys, in the same order
+    generator = torch.Generator().manual_seed(5)
+    ids = torch.randint(0, TINY_BERT["vocab_size"], (3, 10), generator=generator)
+    types = torch.randint(0, TINY_BERT["type_vocab_size"], (3, 10), generator=generator)
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[0, 7:] = 0  # right padding
+    mask[1, :3] = 0  # left padding: the pooler reads a padded first token, as transformers' does
+    with torch.no_grad():
+        states, pooled = ours(ids, mask, types)
+        expected = theirs(ids, attention_mask=mask, token_type_ids=types)
+        by_name = ours(ids, attention_mask=mask, token_type_ids=types)
+    kept = mask.bool()
+    torch.testing.assert_close(states[kept], expected.last_hidden_state[kept], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pooled, expected.pooler_output, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(by_name[0], states, atol=0, rtol=0)
+    with torch.no_grad():  # the padding and the token types both change what the kept tokens see
+        unmasked, _ = ours(ids, token_type_ids=types)
+        untyped, _ = ours(ids, mask)
+    assert not torch.allclose(unmasked[kept], states[kept])
+    assert not torch.allclose(untyped[kept], states[kept])
+
+
+def test_bert_without_the_optional_inputs_is_all_ones_mask_and_segment_zero(
+    tiny_bert: tuple[nn.Module, nn.Module],
+) -> None:
+    ours, theirs = tiny_bert
+    ids = torch.randint(0, TINY_BERT["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        states, pooled = ours(ids)
+        expected = theirs(ids)
+        explicit = ours(ids, torch.ones_like(ids), torch.zeros_like(ids))
+    torch.testing.assert_close(states, expected.last_hidden_state, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pooled, expected.pooler_output, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(explicit[0], states, atol=0, rtol=0)
+
+
+def test_bert_child_named_self_has_transformers_key_and_module() -> None:
+    model = zoo.build("hf_bert", device="meta", **TINY_BERT)
+    attention = model.get_submodule("encoder.layer.0.attention.self")
+    assert isinstance(attention.get_submodule("query"), nn.Linear)
+    assert "encoder.layer.1.attention.self.value.bias" in model.state_dict()
+
+
+def test_bert_refuses_heads_that_do_not_split_the_hidden_size(capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo import cli
+
+    sizes = [f"--set={k}={v}" for k, v in {**TINY_BERT, "num_attention_heads": 5}.items()]
+    assert cli.main(["build", "hf_bert", *sizes]) == 2
+    err = capsys.readouterr().err
+    assert "hf_bert.toml:" in err and "'${hidden_size % num_attention_heads == 0}' does not hold" in err
