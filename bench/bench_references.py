@@ -1,10 +1,11 @@
-"""TOML-declared architectures against their real references: torchvision's resnet18, transformers' GPT-2 and Llama.
+"""TOML-declared architectures against their references: torchvision's resnet18, transformers' GPT-2, Llama and BERT.
 
 Forward with the same weights (goal ≤ 1.02×) and build time against the reference constructor
 (goal ≤ 1.5×), both with random initialisation, measured side by side in one run. The references
 come from tests/references.py (torchvision's model files from the wheel `make setup` downloads;
 transformers from the test extra). Llama is measured at GPT-2 small's size (LlamaConfig's defaults
-are Llama 2 7B's, 27 GB), with grouped-query attention.
+are Llama 2 7B's, 27 GB), with grouped-query attention; BERT at BertConfig's defaults (BERT-base), its
+last_hidden_state compared.
 
 Run alone: .venv/bin/python bench/bench_references.py
 """
@@ -28,7 +29,11 @@ from tests import references  # noqa: E402
 
 
 def _logits(output: Any) -> torch.Tensor:
-    return getattr(output, "logits", output)  # transformers returns an object with .logits
+    """The tensor to compare: transformers' .logits or .last_hidden_state, zoo's first output of a tuple."""
+    for name in ("logits", "last_hidden_state"):
+        if hasattr(output, name):
+            return getattr(output, name)  # type: ignore[no-any-return]
+    return output[0] if isinstance(output, tuple) else output
 
 
 # Llama at GPT-2 small's size: 12 layers of width 768, 12 query heads sharing 4 key/value heads.
@@ -52,6 +57,7 @@ def main() -> None:
         ("tv_resnet18", references.tv_resnet18, {}, torch.randn(8, 3, 112, 112), 21),
         ("hf_gpt2", references.hf_gpt2, {}, torch.randint(0, 50257, (2, 32)), 5),
         ("hf_llama", lambda: references.hf_llama(**LLAMA), LLAMA, torch.randint(0, 32000, (2, 32)), 5),
+        ("hf_bert", references.hf_bert, {}, torch.randint(0, 30522, (2, 32)), 5),
     ]
     rows = []
     for name, make_reference, overrides, X, build_repeats in cases:
@@ -92,7 +98,7 @@ def main() -> None:
             )
     report(
         "references: TOML-declared models vs torchvision's resnet18 and transformers' GPT2LMHeadModel and "
-        "LlamaForCausalLM "
+        "LlamaForCausalLM and BertModel "
         "(forward with the same weights; build with random initialisation)",
         rows,
         args.json,
