@@ -93,6 +93,23 @@ def test_redefining_a_builtin_entry_needs_replace(write_toml: Callable[..., Path
     assert isinstance(zoo.build("mlp", registry=write_toml('[mlp]\ntype = "ReLU"\nreplace = true\n')), nn.ReLU)
 
 
+def test_a_file_named_twice_is_one_declaration_not_a_clash(
+    write_toml: Callable[..., Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from zoo import cli
+
+    path = write_toml('[net]\ntype = "ReLU"\n')
+    link = tmp_path / "link.toml"
+    link.symlink_to(path)
+    assert isinstance(zoo.build("net", registry=[path, link]), nn.ReLU)
+    builtin_file = Path(zoo.__file__).parent / "architectures" / "hf_llama.toml"  # one of zoo's own files
+    assert cli.main(["check", "--registry", str(builtin_file)]) == 0
+    assert "entries checked, no problems" in capsys.readouterr().out
+    copy = write_toml(builtin_file.read_text())  # a copy is another declaration: it needs `replace = true`
+    assert cli.main(["check", "--registry", str(copy)]) == 2
+    assert "'hf_llama' is defined more than once" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -7,6 +7,7 @@ clash is an error only when the name is used, so one bad pair never takes down t
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -143,7 +144,11 @@ class Registry:
 
     def add_entries(self, entries: Iterable[Entry], origin: Origin) -> None:
         for entry in entries:
-            self._providers.setdefault(entry.name, []).append(Provider(entry.name, origin, entry=entry))
+            providers = self._providers.setdefault(entry.name, [])
+            # One declaration read twice (`zoo check --registry architectures/hf_llama.toml`, a built-in
+            # file) is no clash: the later reading stands, so the file is checked as the user's.
+            providers[:] = [p for p in providers if p.entry is None or not _same_place(p.entry, entry)]
+            providers.append(Provider(entry.name, origin, entry=entry))
 
     def add_init(self, name: str, fn: Registered, origin: Origin) -> None:
         self._inits.setdefault(name.rstrip("_"), []).append(InitFn(name.rstrip("_"), fn, origin))
@@ -273,3 +278,13 @@ def _pick(table: dict[str, list[InitFn]], name: str, kind: str, where: str, hint
     chosen = builtin[0] if builtin else candidates[-1]
     _loaded(chosen.registered, f"{kind} '{name}'", chosen.origin, where)
     return chosen
+
+
+def _same_place(a: Entry, b: Entry) -> bool:
+    """Whether two entries were read from one line of one file, whatever path (a symlink, a relative one) named it."""
+    if a.loc.line != b.loc.line:
+        return False
+    try:
+        return os.path.samefile(a.loc.file, b.loc.file)
+    except OSError:  # a text parsed in memory ("<string>"), or a file gone since
+        return False
