@@ -286,24 +286,28 @@ def dataflow_declaration(draw: st.DrawFn) -> str:
     return declarations.dump_entry("m", body)
 
 
+def check_then_build(path: Path, text: str, counts: Counter[str]) -> None:
+    """The property for one generated entry `m`: whatever `zoo check` passes, `zoo build` builds and runs."""
+    counts["tried"] += 1
+    path.write_text(text)
+    with bounded():
+        code, err = zoo_cli("check", str(path))
+        holds_cli(code, err, f"zoo check of\n{text}")
+        if code != 0:
+            counts["refused by check"] += 1
+            return
+        code, err = zoo_cli("build", "m", "--registry", str(path))  # builds, then runs the input through it
+        assert code == 0, f"zoo check passed, zoo build refused:\n{text}\n{err}"
+        counts["checked and built"] += 1
+
+
 def test_check_passes_implies_build_succeeds(tmp_path: Path) -> None:
     counts: Counter[str] = Counter()
-    path = tmp_path / "dataflow.toml"
 
     @settings(FUZZ, max_examples=300)
     @given(dataflow_declaration())
     def holds(text: str) -> None:
-        counts["tried"] += 1
-        path.write_text(text)
-        with bounded():
-            code, err = zoo_cli("check", str(path))
-            holds_cli(code, err, f"zoo check of\n{text}")
-            if code != 0:
-                counts["refused by check"] += 1
-                return
-            code, err = zoo_cli("build", "m", "--registry", str(path))  # builds, then runs the input through it
-            assert code == 0, f"zoo check passed, zoo build refused:\n{text}\n{err}"
-            counts["checked and built"] += 1
+        check_then_build(tmp_path / "dataflow.toml", text, counts)
 
     holds()
     report("check passes => build succeeds", counts)
@@ -404,22 +408,11 @@ def version3_declaration(draw: st.DrawFn) -> str:
 
 def test_check_passes_implies_build_succeeds_for_buffers_defaults_indices_and_ops(tmp_path: Path) -> None:
     counts: Counter[str] = Counter()
-    path = tmp_path / "version3.toml"
 
     @settings(FUZZ, max_examples=300)
     @given(version3_declaration())
     def holds(text: str) -> None:
-        counts["tried"] += 1
-        path.write_text(text)
-        with bounded():
-            code, err = zoo_cli("check", str(path))
-            holds_cli(code, err, f"zoo check of\n{text}")
-            if code != 0:
-                counts["refused by check"] += 1
-                return
-            code, err = zoo_cli("build", "m", "--registry", str(path))  # builds, then runs the input through it
-            assert code == 0, f"zoo check passed, zoo build refused:\n{text}\n{err}"
-            counts["checked and built"] += 1
+        check_then_build(tmp_path / "version3.toml", text, counts)
 
     holds()
     report("check passes => build succeeds (buffers, defaults, indices, ops)", counts)
