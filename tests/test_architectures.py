@@ -375,6 +375,15 @@ def test_llama_defaults_are_llamaconfigs_with_its_parameter_count_on_meta() -> N
         if name == "head_dim":  # hidden_size // num_attention_heads, as LlamaConfig derives it
             assert ours.model.layers[0].self_attn.q_proj.out_features // config["num_attention_heads"] == 128
             continue
+        if name == "num_key_value_heads":  # num_attention_heads, as LlamaConfig derives it when not given
+            assert ours.model.layers[0].self_attn.k_proj.out_features // 128 == config[name]
+            assert (
+                zoo.build("hf_llama", device="meta", num_attention_heads=16)
+                .model.layers[0]
+                .self_attn.k_proj.out_features
+                == 16 * 256
+            )
+            continue
         assert value == (config["rope_parameters"]["rope_theta"] if name == "rope_theta" else config[name]), name
     assert zoo.build("hf_llama", device="meta", **TINY_LLAMA).model.layers[0].self_attn.k_proj.out_features == 32
 

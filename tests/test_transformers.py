@@ -55,9 +55,33 @@ def example(model: nn.Module) -> torch.Tensor:
 
 
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The tensor to compare: transformers' .logits or .last_hidden_state, zoo's first output of a tuple."""
     with torch.no_grad():
         out = model.eval()(x)
-    return out.logits if hasattr(out, "logits") else out
+    for name in ("logits", "last_hidden_state"):
+        if hasattr(out, name):
+            return getattr(out, name)  # type: ignore[no-any-return]
+    return out[0] if isinstance(out, tuple) else out
+
+
+def config_value(config: Any, key: str) -> Any:
+    """A transformers config's value at a config key ("a.b": b in the table a)."""
+    first, *inner = key.split(".")
+    value = getattr(config, first)
+    for part in inner:
+        value = value[part]
+    return value
+
+
+def flat(keys: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """config.json keys with a nested table's keys as paths: {"rope_parameters.rope_theta": 10000.0}."""
+    out: dict[str, Any] = {}
+    for key, value in keys.items():
+        if isinstance(value, dict):
+            out.update(flat(value, prefix + key + "."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def hf_gpt2(**config: Any) -> Any:
@@ -69,8 +93,8 @@ def hf_gpt2(**config: Any) -> Any:
 # --- the tables ------------------------------------------------------------------------------------
 
 
-def test_hf_gpt2_declares_its_mapping() -> None:
-    assert "hf_gpt2" in MAPPED
+def test_the_transformers_families_declare_their_mapping() -> None:
+    assert {"hf_gpt2", "hf_llama", "hf_bert"} <= set(MAPPED)
 
 
 @pytest.mark.parametrize("name", MAPPED)
@@ -80,9 +104,10 @@ def test_a_declared_mapping_agrees_with_transformers_own_config_class(name: str)
     defaults = transformers.AutoConfig.for_model(keys["model_type"])  # transformers' defaults: what an absent key means
     for architecture in keys["architectures"]:
         assert hasattr(transformers, architecture), architecture
-    for key, value in keys.items():
+    for key, value in flat(keys).items():
         if key not in ("model_type", "architectures"):
-            assert getattr(defaults, key) == value, f"{name}: {key} is {value!r} in zoo, {getattr(defaults, key)!r}"
+            theirs = config_value(defaults, key)
+            assert theirs == value, f"{name}: {key} is {value!r} in zoo, {theirs!r} in transformers"
 
 
 # --- zoo -> transformers ---------------------------------------------------------------------------
@@ -135,6 +160,86 @@ def test_a_transformers_folder_loads_with_zoo_load(tmp_path: Path, dtype: torch.
     if dtype == torch.float32:
         x = torch.randint(0, 96, (2, 8), generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(logits(model, x), logits(theirs, x), rtol=0, atol=1e-5)
+
+
+LLAMA = {  # grouped-query attention, a RoPE base other than the default, the embedding tied to the head
+    "vocab_size": 96,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": True,
+}
+BERT = {"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+
+
+@pytest.mark.parametrize(
+    ("entry", "architecture", "config"),
+    [("hf_llama", "LlamaForCausalLM", LLAMA), ("hf_bert", "BertModel", {**BERT, "hidden_act": "relu"})],
+)
+def test_each_familys_transformers_folder_loads_with_zoo_load(
+    tmp_path: Path, entry: str, architecture: str, config: dict[str, Any]
+) -> None:
+    torch.manual_seed(0)
+    kind = getattr(transformers, architecture)
+    theirs = kind(kind.config_class(**config)).eval()
+    theirs.save_pretrained(tmp_path / "t")
+    model = zoo.load(tmp_path / "t")
+    assert model.zoo_info.name == entry
+    for key, value in config.items():
+        assert model.zoo_info.overrides[key] == value, key  # rope_theta read from rope_parameters
+    state = model.state_dict()
+    assert state.keys() == theirs.state_dict().keys()
+    for key, value in theirs.state_dict().items():
+        assert torch.equal(state[key], value), key
+    x = torch.randint(0, 96, (2, 8), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(logits(model, x), logits(theirs, x), rtol=0, atol=1e-5)
+
+
+def write_config(folder: Path, **keys: Any) -> None:
+    """Rewrite a saved config.json's keys: None deletes one."""
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in keys.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_a_llama_config_from_before_transformers_5_loads_with_its_rope_base(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    theirs = transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)).eval()
+    theirs.save_pretrained(tmp_path / "old")
+    # transformers 4 wrote the RoPE base at the top and its (absent) scaling as rope_scaling
+    write_config(tmp_path / "old", rope_parameters=None, rope_theta=500000.0, rope_scaling=None)
+    model = zoo.load(tmp_path / "old")
+    assert model.zoo_info.overrides["rope_theta"] == 500000.0
+    x = torch.randint(0, 96, (2, 8), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(logits(model, x), logits(theirs, x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}},
+        {"rope_parameters": None, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}},
+        {"rope_parameters": None, "rope_scaling": {"type": "linear", "factor": 2.0}},
+    ],
+    ids=["transformers 5", "transformers 4", "transformers 4.43"],
+)
+def test_a_rope_scaling_the_entry_does_not_implement_is_refused_in_every_spelling(
+    tmp_path: Path, rope: dict[str, Any]
+) -> None:
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA)).save_pretrained(tmp_path / "scaled")
+    write_config(tmp_path / "scaled", **rope)
+    refused = r"rope_parameters\.rope_type = '(llama3|linear)' \(the entry implements 'default' only\)"
+    with pytest.raises(zoo.WeightsError, match=refused):
+        zoo.load(tmp_path / "scaled")
 
 
 def test_a_transformers_folder_loaded_by_zoo_saves_back_for_both(tmp_path: Path) -> None:
@@ -262,6 +367,12 @@ layers = [{ type = "Linear", in_features = "${width}", out_features = 2 }]
             "key\\(s\\) width appear more than",
         ),
         ('model_type = "x"\narchitectures = ["X"]\nmodeltype = "x"', r"unknown key 'modeltype'.*'model_type'"),
+        ('model_type = "x"\narchitectures = ["X"]\nrenamed = { a = 1 }', "`renamed` must map an older config key"),
+        ('model_type = "x"\narchitectures = ["X"]\nargs = { width = "a..b" }', "config key 'a..b' has an empty part"),
+        (
+            'model_type = "x"\narchitectures = ["X"]\nargs = { width = "a.b" }\nfixed = { a = 1 }',
+            "config key 'a' is a table, since 'a.b' is a key inside it",
+        ),
     ],
 )
 def test_a_broken_transformers_table_is_an_error_at_its_line(write_toml: Any, table: str, message: str) -> None:

@@ -33,6 +33,14 @@ SMALL: Mapping[str, Mapping[str, Any]] = {
         "max_position_embeddings": 32,
         "tie_word_embeddings": True,
     },
+    "hf_bert": {
+        "vocab_size": 96,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 32,
+    },
 }
 MAX_BYTES_WITHOUT_SMALL = 8 * 2**20  # an entry this small at its defaults needs no SMALL line
 
