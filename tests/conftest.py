@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import zoo
+from tests.hubserver import HubServer
 from zoo._language.registry import Registry
 
 
@@ -49,3 +50,20 @@ def gpus(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
 
     return fake
+
+
+@pytest.fixture
+def hub_client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings the client froze at import: no telemetry (it calls huggingface.co), never offline."""
+    from huggingface_hub import constants  # here, so only the tests that ask for it import the client
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def server(hub_client_settings: None) -> Iterator[HubServer]:
+    """A fresh in-memory Hub; whatever it raised while serving fails the test, even if the client coped."""
+    with HubServer() as running:
+        yield running
+        assert running.errors == [], "the test server raised:\n" + "\n".join(running.errors)

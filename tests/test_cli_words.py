@@ -4,12 +4,10 @@ never a path inside huggingface_hub's cache. Python callers get Python's words f
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import constants
 
 import zoo
 from tests.hubserver import HubServer
@@ -18,16 +16,7 @@ from zoo import cli
 PYTHON_WORDS = re.compile(r"\b[a-z_]+=(?:\s|False|True|None|'|\"|\(|\{|\[|\.\.\.)|\bzoo\.[a-z_]+\(")
 
 
-@pytest.fixture(autouse=True)
-def client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
-@pytest.fixture
-def server() -> Iterator[HubServer]:
-    with HubServer() as running:
-        yield running
+pytestmark = pytest.mark.usefixtures("hub_client_settings")  # every test here, with a server or not
 
 
 def error_of(argv: list[str], capsys: pytest.CaptureFixture[str], *, usage: bool = False) -> str:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import constants
 
 import zoo
 from zoo import checkpoint, cli
@@ -340,15 +339,6 @@ def test_6_a_huge_config_json_is_refused_by_size(saved: Path) -> None:
 
 
 # --- 7 and 8. hostile Hub repos ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with HubServer() as running:
-        yield running
-        assert running.errors == [], "the test server raised:\n" + "\n".join(running.errors)
 
 
 def _pull(server: HubServer, tmp_path: Path, repo: str) -> torch.nn.Module:

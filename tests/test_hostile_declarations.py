@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import constants
 
 import zoo
 from zoo import cli
@@ -274,15 +273,6 @@ def test_1_to_3_hold_through_a_saved_folder(
     assert str(folder / "config.json") in str(err.value)
     code, _, stderr = run(capsys, "load", str(folder))
     assert code == 2 and HOSTILE_MESSAGES[case] in stderr
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    with HubServer() as running:
-        yield running
-        assert running.errors == [], "the test server raised:\n" + "\n".join(running.errors)
 
 
 @pytest.mark.parametrize("case", HOSTILE_DECLARATIONS)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import HfApi, PyTorchModelHubMixin, constants, save_torch_model
+from huggingface_hub import HfApi, PyTorchModelHubMixin, save_torch_model
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
@@ -30,18 +29,7 @@ from hubserver import HubServer  # noqa: E402
 X = torch.arange(40, dtype=torch.float32).reshape(2, 20) / 40
 
 
-@pytest.fixture(autouse=True)
-def client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings the client froze at import: no telemetry (it calls huggingface.co), never offline."""
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
-@pytest.fixture
-def server() -> Iterator[HubServer]:
-    with HubServer() as running:
-        yield running
-        assert running.errors == [], "the test server raised:\n" + "\n".join(running.errors)
+pytestmark = pytest.mark.usefixtures("hub_client_settings")  # every test here, with a server or not
 
 
 def tied_mlp(seed: int) -> nn.Module:

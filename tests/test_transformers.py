@@ -12,7 +12,6 @@ Every declared table is held to transformers' own config classes. Nothing is dow
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +33,7 @@ MAPPED = [m.entry for m in foreign.declared(discovery.current())]
 GPT2 = {"vocab_size": 96, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 4}
 
 
-@pytest.fixture(autouse=True)
-def client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings the client froze at import: no telemetry (it calls huggingface.co), never offline."""
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
-@pytest.fixture
-def server() -> Iterator[HubServer]:
-    with HubServer() as running:
-        yield running
-        assert running.errors == [], "the test server raised:\n" + "\n".join(running.errors)
+pytestmark = pytest.mark.usefixtures("hub_client_settings")  # every test here, with a server or not
 
 
 def example(model: nn.Module) -> torch.Tensor:

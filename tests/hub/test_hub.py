@@ -13,7 +13,6 @@ import os
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +32,7 @@ REPO = "org/chimera"
 X = torch.arange(40, dtype=torch.float32).reshape(2, 20) / 40  # one fixed input for every comparison
 
 
-@pytest.fixture(autouse=True)
-def client_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings the client froze at import: no telemetry (it calls huggingface.co), never offline."""
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
-@pytest.fixture
-def server() -> Iterator[HubServer]:
-    with HubServer() as running:
-        yield running
-        assert running.errors == [], "the test server raised:\n" + "\n".join(running.errors)
+pytestmark = pytest.mark.usefixtures("hub_client_settings")  # every test here, with a server or not
 
 
 @pytest.fixture
