@@ -176,6 +176,23 @@ def test_the_command_line_does_not_wait_for_torch(
         assert "my_mlp" in done.stdout and "user" in done.stdout
 
 
+def test_check_of_a_small_model_pays_for_torch_alone(write_toml: Callable[..., Path]) -> None:
+    # The check forward of a small model runs on the CPU's kernels: meta's Python shape functions would
+    # first import torch._dynamo and sympy, a second and a half of every `zoo check` (zoo._build.check).
+    path = write_toml('[my_mlp]\ninput = [2, 4]\nlayers = [{ type = "Linear", in_features = 4, out_features = 3 }]\n')
+    probe = FRESH + "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules), file=sys.stderr)\n"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("ZOO_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "check", "--registry", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.stderr.splitlines()[-2:] == ["exit=0 torch=True", "[]"], done.stderr
+    assert "1 entries checked, no problems" in done.stdout
+
+
 def test_an_x_separated_shape_works(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "build", "mlp", "--input-shape", "3x20")
     assert code == 0 and "output: (3, 10)" in out

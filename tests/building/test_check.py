@@ -175,3 +175,36 @@ def test_errors_subclass_the_natural_builtins() -> None:
     with pytest.raises(KeyError):
         zoo.build("no_such_model_at_all")
     assert str(zoo.UnknownNameError("plain")) == "plain"  # not KeyError's quoted repr
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_mismatch_reads_the_same_whether_the_check_forward_ran_on_the_cpu_or_on_meta(
+    write_toml: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
+    # A small model is checked on the CPU, a large one on meta (SMALL_BYTES): the user reads one frame.
+    if device == "meta":
+        monkeypatch.setattr(check, "SMALL_BYTES", 0)
+    path = write_toml(
+        '[net]\ninput = [2, 20]\n[net.layers]\nfc1 = { type = "Linear", in_features = 20, out_features = 30 }\n'
+        'fc2 = { type = "Linear", in_features = 31, out_features = 5 }\n'
+    )
+    (message,) = _problems(path)
+    assert message.startswith(
+        f"{path}:5: net -> layers.fc2: with the declared input [2, 20], Linear got (2, 30) and raised: "
+    )
+    words = {"cpu": "mat1 and mat2 shapes cannot be multiplied (2x30 and 31x5)", "meta": "[2, 30] X [31, 5]"}
+    assert words[device] in message  # torch's own words differ between its kernels
+    assert message.endswith(f"It follows {path}:4: net -> layers.fc1 (Linear), which gave (2, 30).")
+
+
+def test_a_small_models_check_takes_token_ids_in_its_declared_range(write_toml: Callable[..., Path]) -> None:
+    # On the CPU the input has values: ids below `high`, as zoo build's example input draws them.
+    path = write_toml(
+        '[lm]\ninput = { shape = [2, 8], dtype = "int64", high = 10 }\n'
+        'layers = [{ type = "Embedding", num_embeddings = 10, embedding_dim = 4 }]\n'
+        '[too_few]\ninput = { shape = [2, 8], dtype = "int64", high = 11 }\n'
+        'layers = [{ type = "Embedding", num_embeddings = 10, embedding_dim = 4 }]\n'
+    )
+    (message,) = _problems(path)
+    assert message.startswith(f"{path}:6: too_few -> layers[0]: with the declared input [2, 8], Embedding got (2, 8)")
+    assert "index out of range" in message

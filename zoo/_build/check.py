@@ -7,16 +7,22 @@ So check does what the build does, at no cost in memory:
 2. construct the tree on the meta device, which runs each constructor's own argument checks
    (`Linear(4, -5)`), the ties (shapes, a target that is a buffer), and every init rule on the
    shapes of the parameters it matches; a tensor larger than this machine's memory is refused;
-3. push the declared `input` through the meta model: a Linear(20, 30) before a Linear(31, 5)
+3. push the declared `input` through the model: a Linear(20, 30) before a Linear(31, 5)
    is reported with both layers' file:line, an op or a tuple item with its own.
 
-A block that cannot run on meta at all (a loop on a tensor's value) cannot be judged without
-data: it passes here and is checked by the real shape pass at build.
+A small model (SMALL_BYTES of parameters and buffers, a declared input of at most SMALL_INPUT
+elements) is built again on the CPU for step 3 and given a random input as zoo build's shape pass
+is: its C++ kernels answer in microseconds, where meta's shape functions are Python that costs
+torch's first-use imports (torch._dynamo and sympy, about a second and a half of each `zoo
+check`), and real data checks what meta cannot (a loop on a value). A larger model runs on meta;
+a block that cannot run there at all cannot be judged without data: it passes here and is
+checked by the real shape pass at build.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,6 +67,10 @@ def check_registry(
     return list(unique.values())
 
 
+SMALL_BYTES = 16 * 2**20  # parameters and buffers of a model whose check forward runs on the CPU
+SMALL_INPUT = 2**20  # elements of its declared input
+
+
 def check_resolved(resolution: Resolution, provider: Provider, name: str) -> list[ZooError]:
     """Steps 2 and 3 of the module docstring for a resolution without errors."""
     assert resolution.root is not None
@@ -75,14 +85,40 @@ def check_resolved(resolution: Resolution, provider: Provider, name: str) -> lis
     except ZooError as err:  # an init rule that cannot run on its parameter's shape
         return [err]
     problems: list[ZooError] = [*_too_large(model, name)]
-    if resolution.input_shape is not None and not problems:
-        dtype = getattr(torch, resolution.input_dtype) if resolution.input_dtype else None
-        with torch.device("meta"):
-            x = torch.empty(resolution.input_shape, dtype=dtype)
-        mismatch = run_on_meta(model, x, name, {id(made[id(g)]): g for g in graphs(resolution.root)})
-        if mismatch is not None:
-            problems.append(mismatch)
-    return problems
+    if resolution.input_shape is None or problems:
+        return problems
+    shape = resolution.input_shape
+    dtype = getattr(torch, resolution.input_dtype) if resolution.input_dtype else None
+    if _is_small(model, shape):
+        made = {}
+        try:
+            with torch.device("cpu"):
+                model = builder.construct(resolution.root, made)
+        except RecursionError:
+            return [too_deep(provider)]
+        except ZooError as err:
+            return [err]
+        generator = torch.Generator().manual_seed(0)
+        if dtype is not None and not dtype.is_floating_point:  # token ids, as zoo build's shape pass draws them
+            x = torch.randint(0, resolution.input_high or 2, shape, dtype=dtype, generator=generator)
+        else:
+            x = torch.rand(shape, dtype=dtype, generator=generator)
+    else:
+        x = torch.empty(shape, dtype=dtype, device="meta")
+    mismatch = run_watched(model, x, name, {id(made[id(g)]): g for g in graphs(resolution.root)})
+    return [mismatch] if mismatch is not None else []
+
+
+def _is_small(model: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether the check forward runs on the CPU (the module docstring): few bytes, a small input, nothing lazy."""
+    if math.prod(input_shape) > SMALL_INPUT:
+        return False
+    total = 0
+    for tensor in (*model.parameters(), *model.buffers()):
+        if lazy.is_pending(tensor):  # its size is known only after the forward
+            return False
+        total += tensor.numel() * tensor.element_size()
+    return total <= SMALL_BYTES
 
 
 def _too_large(model: nn.Module, name: str) -> Iterator[DeviceError]:
@@ -116,10 +152,12 @@ def _cycle_key(err: ZooError) -> str:
     return "cycle:" + ",".join(sorted(chain))
 
 
-def run_on_meta(
+def run_watched(
     model: nn.Module, x: torch.Tensor, name: str, graphs: dict[int, Graph] | None = None
 ) -> ShapeError | None:
-    """One watched forward on meta tensors; a shape mismatch names the layer and the one before it.
+    """One watched forward (on meta tensors or small real ones); a shape mismatch names the layer and the one before it.
+
+    On meta, an error that says only that meta tensors have no data is no mismatch.
 
     `graphs` maps dataflow modules (by id) to their trees: those run step by step, so a failing op or
     a missing tuple item is named at its own line.
@@ -149,16 +187,16 @@ def run_on_meta(
         return None
     except StepError as err:  # an op or an item of a dataflow block: its own line says it
         cause = err.__cause__ if isinstance(err.__cause__, Exception) else err
-        if meta_limit(cause):
+        if x.is_meta and meta_limit(cause):
             return None
         return ShapeError(f"{err.where}: with the declared input {list(x.shape)}, {err.message}")
     except Exception as err:  # a user's declaration failing inside torch: reported, never raised raw
-        if meta_limit(err):
+        if x.is_meta and meta_limit(err):
             return None
         failed, module, inputs = running[-1] if running else ("", model, _shapes((x,)))
         message = (
             f"{_where(module, failed, name)}: with the declared input {list(x.shape)}, {type(module).__name__} "
-            f"got {inputs} and raised: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+            f"got {inputs} and raised: {str(err).splitlines()[0].rstrip('.') if str(err) else type(err).__name__}"
         )
         if done:
             before, previous, shape = done[-1]
