@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@fsdp.watched
 def build(
     name: str,
     /,
@@ -233,6 +234,7 @@ def register(name: Any = None) -> Any:
     return decorate
 
 
+@fsdp.watched
 def save(
     model: nn.Module,
     path: str | Path,
@@ -268,6 +270,7 @@ def save(
     return folder.write(model, path, max_shard_size=max_shard_size, dtype=dtype)
 
 
+@fsdp.watched
 def load(
     path: str | Path,
     *,

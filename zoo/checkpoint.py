@@ -54,6 +54,7 @@ class Checkpoint:
     extra: dict[str, Any]  # what was passed to save as `extra`
 
 
+@fsdp.watched
 def save(
     directory: str | Path,
     *,
@@ -157,6 +158,7 @@ def latest(directory: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+@fsdp.watched
 def resume(
     directory: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> Checkpoint | None:

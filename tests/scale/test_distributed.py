@@ -44,7 +44,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         zoo.save(zoo.build(name, **small(name)), work / "tied" / name)
 
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ZOO_PEER_WAIT": "3"}  # a killed rank is named after 3 s
     ranks = [
         subprocess.Popen(
             [sys.executable, str(WORKER), str(r), "2", str(port), str(work)],

@@ -24,10 +24,13 @@ by `import zoo`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed import distributed_c10d
 
 from zoo._build import ties
 from zoo._build.meta import fill_buffers
@@ -118,22 +122,164 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def agree(ok: bool) -> bool:
+# --- a peer that is gone ---------------------------------------------------------------------------
+# When a rank's process ends mid-load, the others' next collective fails (gloo: "Connection closed by
+# peer", and only on the ranks wired to it) or waits (nccl) with nothing to say which rank it was.
+# So each rank beats a pulse in the process group's store once a second while a zoo call runs
+# (@watched: build, load, save, checkpoints), and zoo's collectives wait watching the pulses: a rank
+# whose pulse stops for PEER_WAIT seconds is gone, and every rank left raises an error naming it. A
+# rank alive but stuck keeps its pulse: the others wait for it up to the process group's own timeout.
+PEER_WAIT = float(os.environ.get("ZOO_PEER_WAIT", "10"))  # seconds without a pulse before a rank counts as gone
+_PULSE_EVERY = 1.0  # seconds between a rank's beats
+_VERDICT = "zoo/gone"  # the ranks the first rank to see it found gone
+
+
+class _Pulses:
+    """This process's beat in the process group's store while a zoo call runs, and what it saw of the others'."""
+
+    def __init__(self) -> None:
+        self.depth = 0  # zoo calls running in this process (a load calls read): it beats while > 0
+        self.stop: threading.Event | None = None
+        self.store: Any = None
+        self.seen: dict[int, tuple[bytes, float]] = {}  # rank → (its last beat, when this rank saw it change)
+
+    @contextlib.contextmanager
+    def beating(self) -> Iterator[None]:
+        """Beat while the body runs, when there are other ranks to hear it."""
+        if self.depth == 0 and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            self.store, self.seen, self.stop = distributed_c10d._get_default_store(), {}, threading.Event()
+            threading.Thread(target=self._beat, args=(self.store, rank(), self.stop), daemon=True).start()
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if self.depth == 0 and self.stop is not None:
+                self.stop.set()
+                self.store = self.stop = None
+
+    @staticmethod
+    def _beat(store: Any, me: int, stop: threading.Event) -> None:
+        count = 0
+        while not stop.is_set():
+            try:
+                store.set(f"zoo/pulse/{me}", str(count))
+            except Exception:  # noqa: BLE001  (the store is gone: its process group ended)
+                return
+            count += 1
+            stop.wait(_PULSE_EVERY)
+
+    def gone(self) -> list[int] | None:
+        """The ranks whose pulse has not changed for PEER_WAIT seconds; None when the store itself is gone."""
+        if self.store is None:
+            return []
+        try:  # another rank's verdict first: the ranks left then name the same ones, at once
+            if self.store.check([_VERDICT]):
+                return [int(r) for r in self.store.get(_VERDICT).decode().split(",")]
+        except Exception:  # noqa: BLE001  (the store went with the rank that hosted it)
+            return None
+        now, found = time.monotonic(), []
+        for other in range(dist.get_world_size()):
+            if other == rank():
+                continue
+            key = f"zoo/pulse/{other}"
+            try:
+                beat = self.store.get(key) if self.store.check([key]) else b""
+            except Exception:  # noqa: BLE001  (the store went with the rank that hosted it)
+                return None
+            last = self.seen.get(other)
+            if last is None or last[0] != beat:
+                self.seen[other] = (beat, now)
+            elif now - last[1] > PEER_WAIT:
+                found.append(other)
+        if found:
+            with contextlib.suppress(Exception):
+                self.store.set(_VERDICT, ",".join(map(str, found)))
+        return found
+
+
+_PULSES = _Pulses()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def watched(fn: F) -> F:
+    """A zoo call that may run collectives: this rank's pulse beats while it runs (a peer that is gone, above)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _PULSES.beating():
+            return fn(*args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+def _collective(what: str, start: Callable[[], Any], after: str = "") -> None:
+    """Run the collective `start()` begins (async_op=True) to its end, watching the other ranks' pulses.
+
+    Raises:
+        DistributedError: a rank is gone, named (`after`: what that means, said after "failed").
+    """
+    try:
+        work = start()
+        pause = 1e-4
+        while not work.is_completed():
+            gone = _PULSES.gone()
+            if gone != []:
+                raise DistributedError(f"rank {rank()}: {what} failed{after}: {_said(gone)}")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)  # a collective that ends at once costs microseconds
+        work.wait()
+    except ZooError:
+        raise
+    except RuntimeError as err:  # gloo and nccl raise their transport's failures as RuntimeError subclasses
+        raise _lost(what, err, after) from err
+
+
+def _lost(what: str, err: BaseException, after: str = "") -> DistributedError:
+    """`what` failed because the process group did: which rank is gone, once its pulse has stopped long enough."""
+    if _PULSES.store is None:  # outside a zoo call no pulses beat: nothing to say which rank
+        return DistributedError(f"rank {rank()}: {what} failed{after}: the process group failed; {_first_line(err)}")
+    deadline = time.monotonic() + PEER_WAIT + 2 * _PULSE_EVERY
+    gone = _PULSES.gone()
+    while gone == [] and time.monotonic() < deadline:
+        time.sleep(0.1)
+        gone = _PULSES.gone()
+    return DistributedError(f"rank {rank()}: {what} failed{after}: {_said(gone)}; {_first_line(err)}")
+
+
+def _said(gone: list[int] | None) -> str:
+    if gone is None:
+        return "rank 0 is gone: the process group's store, which it hosts (unless torchrun's agent does), is gone too"
+    if not gone:
+        return f"every rank's pulse still beats after {PEER_WAIT:g} s, so the process group itself failed"
+    ranks = ", ".join(map(str, gone))
+    return (
+        f"rank{'s' if len(gone) > 1 else ''} {ranks} {'are' if len(gone) > 1 else 'is'} gone: no pulse for "
+        f"{PEER_WAIT:g} s (the process ended or was killed; see its log)"
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def agree(ok: bool, what: str = "agreeing across ranks", after: str = "") -> bool:
     """Every rank says whether its part succeeded; True on every rank only when all did."""
     flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=_comm_device())
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    _collective(what, lambda: dist.all_reduce(flag, op=dist.ReduceOp.MIN, async_op=True), after)
     return bool(flag.item())
 
 
-def _broadcast_text(text: str, src: int = 0) -> str:
+def _broadcast_text(text: str, src: int = 0, what: str = "sharing a value across ranks") -> str:
     """Rank `src`'s `text` on every rank (as bytes in tensors: no pickle)."""
     device = _comm_device()
     data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=device)
     size = torch.tensor([data.numel()], dtype=torch.int64, device=device)
-    dist.broadcast(size, src=src)
+    _collective(what, lambda: dist.broadcast(size, src=src, async_op=True))
     if rank() != src:
         data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
-    dist.broadcast(data, src=src)
+    _collective(what, lambda: dist.broadcast(data, src=src, async_op=True))
     return bytes(data.cpu().tolist()).decode("utf-8")
 
 
@@ -153,11 +299,11 @@ def together(step: Callable[[], T], what: str) -> T:
         failure = err
     world = dist.get_world_size()
     first = torch.tensor([rank() if failure is not None else world], dtype=torch.int64, device=_comm_device())
-    dist.all_reduce(first, op=dist.ReduceOp.MIN)
+    _collective(what, lambda: dist.all_reduce(first, op=dist.ReduceOp.MIN, async_op=True))
     failed = int(first.item())
     if failed == world:
         return result  # type: ignore[return-value]  # no rank failed, so step() returned
-    said = _broadcast_text(str(failure) if rank() == failed else "", src=failed)
+    said = _broadcast_text(str(failure) if rank() == failed else "", src=failed, what=what)
     if failure is not None:
         raise failure  # its own error on a rank that failed (it names that rank where it matters)
     raise DistributedError(f"rank {rank()}: {what} failed on rank {failed}: {said}")
@@ -166,7 +312,7 @@ def together(step: Callable[[], T], what: str) -> T:
 def on_rank0_first(fetch: Callable[[], T]) -> T:
     """`fetch()` on rank 0, then on the others once it is done (they find what it fetched in a cache)."""
     first = fetch() if rank() == 0 else None
-    dist.barrier()
+    _collective("waiting for rank 0 to fetch", lambda: dist.barrier(async_op=True))
     return first if first is not None else fetch()
 
 
@@ -348,7 +494,7 @@ def _check_initialisable(model: nn.Module, name: str) -> None:
 def _use_rank0_random_state() -> None:
     """Every rank draws what rank 0 draws, so the rows of one layer come from one full tensor."""
     state = torch.random.get_rng_state().to(_comm_device())
-    dist.broadcast(state, src=0)
+    _collective("sharing rank 0's random state", lambda: dist.broadcast(state, src=0, async_op=True))
     torch.random.set_rng_state(state.cpu())
 
 
@@ -448,6 +594,9 @@ def _checked(stack: contextlib.ExitStack, model: nn.Module, path: Path) -> reade
 # --- saving ----------------------------------------------------------------------------------------
 
 
+NOTHING_SAVED = ", and nothing was saved"
+
+
 @contextlib.contextmanager
 def atomic_dir_on_ranks(target: Path, keep: Callable[[str], bool] | None = None) -> Iterator[Path]:
     """fsio.atomic_dir across ranks: one temporary folder, which every rank fills and rank 0 publishes.
@@ -471,18 +620,19 @@ def atomic_dir_on_ranks(target: Path, keep: Callable[[str], bool] | None = None)
     try:
         yield Path(temp)
     except RuntimeError as err:  # from a collective: a rank died or hung (ZooErrors are RuntimeErrors too)
-        _abandon(writer, err)
         if isinstance(err, ZooError):
+            _abandon(writer, err)
             raise
-        raise DistributedError(f"rank {me}: saving {target} failed, and nothing was saved: {err}") from err
+        _abandon(writer, err, tell=False)  # the process group is broken: no collective reaches the others now
+        raise _lost(f"saving {target}", err, NOTHING_SAVED) from err
     except BaseException as err:
         _abandon(writer, err)
         raise
     try:
-        everyone = agree(True)
-    except Exception as err:  # a rank died: the process group says so
+        everyone = agree(True, f"saving {target}", NOTHING_SAVED)
+    except DistributedError as err:  # a rank died: the roll call names it
         _abandon(writer, err)
-        raise DistributedError(f"rank {me}: saving {target} failed, and nothing was saved: {err}") from err
+        raise
     if not everyone:
         failed = DistributedError(f"rank {me}: another rank failed to write its part of {target}; nothing was saved")
         _abandon(writer, failed)
@@ -499,9 +649,9 @@ def atomic_dir_on_ranks(target: Path, keep: Callable[[str], bool] | None = None)
         raise DistributedError(f"rank {me}: rank 0 could not publish {target}; see its error")
 
 
-def _abandon(writer: contextlib.AbstractContextManager[Path] | None, err: BaseException) -> None:
+def _abandon(writer: contextlib.AbstractContextManager[Path] | None, err: BaseException, tell: bool = True) -> None:
     """Tell the other ranks (when they can still hear) and, on rank 0, delete the temporary folder."""
-    if not isinstance(err, DistributedError):
+    if tell and not isinstance(err, DistributedError):
         with contextlib.suppress(Exception):  # a dead peer: the collective fails, the folder must still go
             agree(False)
     if writer is not None:
