@@ -506,6 +506,15 @@ def tiny_bert() -> tuple[nn.Module, nn.Module]:
     return ours.eval(), theirs
 
 
+def test_bert_initialises_its_padding_row_to_zero_as_transformers_does() -> None:
+    torch.manual_seed(0)
+    ours = zoo.build("hf_bert", vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    theirs = references.hf_bert(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
+    for model in (ours, theirs):
+        rows = model.embeddings.word_embeddings.weight
+        assert (rows[0] == 0).all() and (rows[1:] != 0).all()  # pad_token_id = 0
+
+
 def test_bert_gives_transformers_states_and_pooler_with_padding_and_token_types(
     tiny_bert: tuple[nn.Module, nn.Module],
 ) -> None:

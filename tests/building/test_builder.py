@@ -82,6 +82,19 @@ def test_init_rules_apply_in_order(write_toml: Callable[..., Path]) -> None:
     assert (model[0].bias == 0).all() and (model[2].bias == 0).all()
 
 
+def test_an_init_rule_keeps_an_embeddings_padding_row_zero(write_toml: Callable[..., Path]) -> None:
+    # as Embedding's own reset_parameters and transformers' _init_weights do; its gradient is zero too
+    path = write_toml(
+        '[m]\ntype = "Embedding"\nnum_embeddings = 6\nembedding_dim = 4\npadding_idx = 2\n'
+        'init = { "weight" = { fn = "constant", val = 1 } }\n'
+        '[n]\ntype = "Embedding"\nnum_embeddings = 6\nembedding_dim = 4\n'
+        'init = { "weight" = { fn = "constant", val = 1 } }\n'
+    )
+    weight = zoo.build("m", registry=path).weight
+    assert (weight[2] == 0).all() and (weight[[0, 1, 3, 4, 5]] == 1).all()
+    assert (zoo.build("n", registry=path).weight == 1).all()  # no padding row: every row as the rule says
+
+
 def test_normal_init_has_the_declared_spread() -> None:
     torch.manual_seed(0)
     weight = zoo.build("mlp_init_normal")[0].weight

@@ -71,6 +71,7 @@ def apply(module: nn.Module, rules: Iterable[BoundRule]) -> None:
                     check_rule(rule, name, tuple(param.shape), param.dtype)
                 else:
                     _run(rule, name, param)
+                    _keep_padding_row(owner, param_name)
     for rule, hit in zip(rules, used, strict=True):
         if not hit:
             on = f" on {' or '.join(rule.on)} blocks" if rule.on else ""
@@ -79,6 +80,14 @@ def apply(module: nn.Module, rules: Iterable[BoundRule]) -> None:
                 f"{rule.where}: init rule '{rule.pattern}'{on} matches no parameter; a misspelt glob would "
                 f"silently leave the default initialisation. Nearest parameter names: {', '.join(near) or '(none)'}."
             )
+
+
+def _keep_padding_row(owner: nn.Module, param_name: str) -> None:
+    """An Embedding's padding row stays zero under any init rule, as its own reset_parameters and
+    transformers' _init_weights keep it (its gradient is zero too, so a nonzero row would stay)."""
+    if isinstance(owner, nn.Embedding) and param_name == "weight" and owner.padding_idx is not None:
+        with torch.no_grad():
+            owner.weight[owner.padding_idx].zero_()
 
 
 def _defer(owner: nn.Module, param_name: str, rule: BoundRule) -> None:
