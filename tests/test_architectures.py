@@ -375,6 +375,9 @@ def test_llama_defaults_are_llamaconfigs_with_its_parameter_count_on_meta() -> N
         if name == "head_dim":  # hidden_size // num_attention_heads, as LlamaConfig derives it
             assert ours.model.layers[0].self_attn.q_proj.out_features // config["num_attention_heads"] == 128
             continue
+        if name == "pad_token_id":  # None: TOML has no null, so the default is the expression ${None}
+            assert ours.model.embed_tokens.padding_idx is config[name] is None
+            continue
         if name == "num_key_value_heads":  # num_attention_heads, as LlamaConfig derives it when not given
             assert ours.model.layers[0].self_attn.k_proj.out_features // 128 == config[name]
             assert (

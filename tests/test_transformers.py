@@ -160,8 +160,12 @@ LLAMA = {  # grouped-query attention, a RoPE base other than the default, the em
     "max_position_embeddings": 32,
     "rope_theta": 500000.0,
     "tie_word_embeddings": True,
+    "pad_token_id": 0,  # its embedding row stays zero, and gets no gradient
 }
 BERT = {"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+
+
+EMBEDDINGS = {"hf_llama": "model.embed_tokens", "hf_bert": "embeddings.word_embeddings"}
 
 
 @pytest.mark.parametrize(
@@ -179,6 +183,8 @@ def test_each_familys_transformers_folder_loads_with_zoo_load(
     assert model.zoo_info.name == entry
     for key, value in config.items():
         assert model.zoo_info.overrides[key] == value, key  # rope_theta read from rope_parameters
+    embeddings = [dict(m.named_modules())[k] for m, k in ((model, EMBEDDINGS[entry]), (theirs, EMBEDDINGS[entry]))]
+    assert embeddings[0].padding_idx == embeddings[1].padding_idx  # the pad token's row gets no gradient in both
     state = model.state_dict()
     assert state.keys() == theirs.state_dict().keys()
     for key, value in theirs.state_dict().items():
