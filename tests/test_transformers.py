@@ -150,19 +150,9 @@ def test_a_transformers_folder_loads_with_zoo_load(tmp_path: Path, dtype: torch.
         torch.testing.assert_close(logits(model, x), logits(theirs, x), rtol=0, atol=1e-5)
 
 
-LLAMA = {  # grouped-query attention, a RoPE base other than the default, the embedding tied to the head
-    "vocab_size": 96,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 32,
-    "rope_theta": 500000.0,
-    "tie_word_embeddings": True,
-    "pad_token_id": 0,  # its embedding row stays zero, and gets no gradient
-}
-BERT = {"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+# grouped-query attention and the tied head of tests/ties.py, a RoPE base other than the default, a pad token
+LLAMA = {**small("hf_llama"), "rope_theta": 500000.0, "pad_token_id": 0}
+BERT = small("hf_bert")
 
 
 EMBEDDINGS = {"hf_llama": "model.embed_tokens", "hf_bert": "embeddings.word_embeddings"}

@@ -6,15 +6,12 @@ gloo tells only the ranks wired to the dead one, and nothing says which rank it 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import zoo
-from tests.scale.conftest import free_port
+from tests.scale.conftest import run_ranks
 
 WORKER = Path(__file__).parent / "dead_peer_worker.py"
 BOUND = 120  # seconds for all three ranks; the process group's own timeout is 600
@@ -23,28 +20,8 @@ BOUND = 120  # seconds for all three ranks; the process group's own timeout is 6
 @pytest.mark.slow
 def test_a_rank_killed_mid_load_is_named_by_every_rank_left(tmp_path: Path) -> None:
     zoo.save(zoo.build("mlp", hidden=64), tmp_path / "saved")
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ZOO_PEER_WAIT": "3"}
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), "3", str(port), str(tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        for r in range(3)
-    ]
-    logs = []
-    try:
-        for process in ranks:
-            out, _ = process.communicate(timeout=BOUND)  # the survivors did not wait for the process group's timeout
-            logs.append(out.decode(errors="replace"))
-    finally:
-        for process in ranks:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    assert [p.returncode for p in ranks] == [0, 0, 3], logs
+    ranks = run_ranks(WORKER, 3, tmp_path, timeout=BOUND, env={"ZOO_PEER_WAIT": "3"})  # no wait for the group's timeout
+    assert [r.returncode for r in ranks] == [0, 0, 3], [r.stderr[-3000:] for r in ranks]
     for survivor in (0, 1):
         said = (tmp_path / f"rank{survivor}.txt").read_text()
         load = f"zoo.load('{tmp_path / 'saved'}', mesh=...)"

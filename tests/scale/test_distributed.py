@@ -8,9 +8,6 @@ run in this process, in a process group of one rank.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import HuggingFaceStorageReader
 
 import zoo
-from tests.scale.conftest import free_port
+from tests.scale.conftest import free_port, run_ranks
 from tests.scale.distributed_worker import train_step
 from tests.ties import forward_backward, small, tied_entries
 
@@ -43,27 +40,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.manual_seed(0)
         zoo.save(zoo.build(name, **small(name)), work / "tied" / name)
 
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ZOO_PEER_WAIT": "3"}  # a killed rank is named after 3 s
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), "2", str(port), str(work)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        for r in range(2)
-    ]
-    logs = []
-    try:
-        for process in ranks:
-            out, _ = process.communicate(timeout=RUN_TIMEOUT)
-            logs.append(out.decode(errors="replace"))
-    finally:
-        for process in ranks:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    ranks = run_ranks(
+        WORKER, 2, work, timeout=RUN_TIMEOUT, env={"ZOO_PEER_WAIT": "3"}
+    )  # a killed rank: named after 3 s
+    logs = [r.stdout + r.stderr for r in ranks]
     # Rank 1 kills itself in the last step on purpose (exit 3); rank 0 must finish.
     assert ranks[0].returncode == 0, logs[0][-3000:]
     assert ranks[1].returncode == 3, logs[1][-3000:]

@@ -6,16 +6,13 @@ allocator and the process (no times)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import zoo
-from tests.scale.conftest import free_port
+from tests.scale.conftest import run_ranks
 
 WORKER = Path(__file__).parent / "memory_worker.py"
 LAYERS, ROWS, COLUMNS = 6, 2048, 1024  # Linear(1024, 2048): 8 MiB each, rows that split evenly over 4 ranks
@@ -23,29 +20,10 @@ MARGIN = 3 * 2**20  # the process's own allocations during a load or save (measu
 
 
 def run(world: int, folder: Path, out: Path) -> list[dict[str, int]]:
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ranks = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), str(world), str(port), str(folder), str(out)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
-        for r in range(world)
-    ]
     results = []
-    try:
-        for process in ranks:
-            stdout, stderr = process.communicate(timeout=300)
-            assert process.returncode == 0, stderr[-3000:]
-            results.append(json.loads(stdout.strip().splitlines()[-1]))
-    finally:
-        for process in ranks:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    for done in run_ranks(WORKER, world, folder, out, timeout=300):
+        assert done.returncode == 0, done.stderr[-3000:]
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return sorted(results, key=lambda r: r["rank"])
 
 
