@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 import warnings
 from collections.abc import Callable
@@ -336,6 +337,77 @@ def test_an_op_from_a_plugin_hook(write_toml: Callable[..., Path]) -> None:
     path = write_toml('[d]\n[d.layers]\nl = { type = "Identity" }\nd = { op = "double", times = 3 }\n')
     with zoo.isolated_registry(Plugin()):
         assert torch.equal(zoo.build("d", registry=path)(torch.ones(2)), torch.full((2,), 3.0))
+
+
+def test_an_op_chosen_by_an_expression_follows_the_arguments(
+    write_toml: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # as `type = "${act}"` chooses a block: an entry's argument picks the function, e.g. BERT's hidden_act
+    path = write_toml(
+        '[a]\nargs = { act = "relu" }\ninput = [2, 3]\n'
+        '[a.layers]\nlinear = { type = "Linear", in_features = 3, out_features = 3 }\n'
+        "act = { op = \"${'gelu' if act in ['gelu', 'gelu_new'] else act}\" }\n"
+    )
+    assert cli.main(["check", str(path)]) == 0
+    assert "never used" not in capsys.readouterr().err  # `act` is read by the op alone: it is used
+    x = torch.randn(2, 3)
+    for act, reference in (("relu", torch.relu), ("gelu", F.gelu), ("gelu_new", F.gelu), ("tanh", torch.tanh)):
+        model = zoo.build("a", registry=path, act=act)
+        assert torch.equal(model(x), reference(model.linear(x)))
+        saved = zoo.spec("a", registry=path, act=act).declaration
+        assert saved["layers"]["act"] == {"op": "gelu" if act.startswith("gelu") else act}  # config.json's is plain
+
+
+@pytest.mark.parametrize(
+    ("op", "message"),
+    [
+        ('"${act}"', "unknown op 'rleu'. Did you mean 'relu'?"),
+        ('"${1 if act else 2}"', '`op` must name a tensor function such as "add", got 1.'),
+        ('"${actt}"', "'actt' is not a declared argument. Did you mean 'act'?"),
+    ],
+)
+def test_an_op_expression_that_names_no_op_is_refused_at_its_line(
+    write_toml: Callable[..., Path], op: str, message: str
+) -> None:
+    path = write_toml(f'[a]\nargs = {{ act = "rleu" }}\n[a.layers]\nl = "Identity"\nact = {{ op = {op} }}\n')
+    problems = _problems(path)
+    assert any(message in p for p in problems), problems
+    assert all(f"{path}:5" in p for p in problems), problems
+    with pytest.raises(zoo.ZooError, match=re.escape(message)):
+        zoo.build("a", registry=path)  # check and build agree
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("'gelu' in acts", True),
+        ("'tanh' not in acts", True),
+        ("2 in widths", True),
+        ("2.0 in widths", True),
+        ("5 in widths", False),
+        ("'el' in 'gelu'", True),
+        ("[1, 2] in [[1, 2], [3]]", True),
+    ],
+)
+def test_in_looks_in_a_list_or_a_string(write_toml: Callable[..., Path], expression: str, value: bool) -> None:
+    path = write_toml(
+        f'[a]\nargs = {{ acts = ["relu", "gelu"], widths = [1, 2, 3] }}\n'
+        f'type = "Linear"\nin_features = 2\nout_features = 2\nbias = "${{{expression}}}"\n'
+    )
+    assert (zoo.build("a", registry=path).bias is not None) is value
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("1 in 2", "`in` looks in a list or a string, not in int 2."),
+        ("1 in 'abc'", "`in` a string looks for a string, not for int 1."),
+    ],
+)
+def test_in_refuses_what_has_no_items(write_toml: Callable[..., Path], expression: str, message: str) -> None:
+    path = write_toml(f'[a]\ntype = "Linear"\nin_features = 2\nout_features = 2\nbias = "${{{expression}}}"\n')
+    (problem,) = _problems(path)
+    assert f"{path}:5" in problem and message in problem
 
 
 # --- checks that close gaps ----------------------------------------------------------------------

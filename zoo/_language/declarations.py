@@ -213,7 +213,7 @@ class Node:
     defaults: Mapping[str, Node] = field(default_factory=lambda: _EMPTY)  # optional input → the op computing it
     tie: Mapping[str, Tie] = field(default_factory=lambda: _EMPTY)  # parameter path → the one it is
     # how the parent wires, repeats or leaves out this node
-    op: str | None = None
+    op: str | Expr | None = None  # an Expr such as "${act}" is evaluated when resolved
     wiring: Wiring | None = None
     when: Any = None  # None (always), a bool, or an Expr
     repeat: Repeat | None = None
@@ -561,7 +561,9 @@ class _Parser:
 
     def op_node(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Node:
         op = body["op"]
-        if not isinstance(op, str) or not _CHILD_NAME.match(op):
+        if isinstance(op, str) and has_template(op):  # chosen by the entry's arguments, as `type` may be
+            op = parse_expr(op, f"{self.loc(keys + ('op',))}: {path} -> op")
+        elif not isinstance(op, str) or not _CHILD_NAME.match(op):
             raise self.fail(
                 keys + ("op",), path, f'`op` names a tensor function such as "add" or "cat", got {shown(op)}'
             )

@@ -55,6 +55,8 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.LtE: operator.le,
     ast.Gt: operator.gt,
     ast.GtE: operator.ge,
+    ast.In: lambda item, items: item in items,
+    ast.NotIn: lambda item, items: item not in items,
 }
 _FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "len": len}
 _SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**"}
@@ -233,7 +235,7 @@ def _refusal(node: ast.AST) -> str:
         return f"{type(node).__name__} is not part of the expression language."
     return (
         f"'{type(node).__name__}' is not part of the expression language "
-        "(numbers, strings, names, + - * / // % **, comparisons, and/or/not, a if c else b, min, max, len, "
+        "(numbers, strings, names, + - * / // % **, comparisons, `in`, and/or/not, a if c else b, min, max, len, "
         "[lists] and their items)."
     )
 
@@ -316,6 +318,10 @@ class _Evaluator:
             left = self.eval(node.left)
             for op, right_node in zip(node.ops, node.comparators, strict=True):
                 right = self.eval(right_node)
+                if isinstance(op, (ast.In, ast.NotIn)) and not isinstance(right, (list, tuple, str)):
+                    raise self.fail(f"`in` looks in a list or a string, not in {_kind(right)}.")
+                if isinstance(op, (ast.In, ast.NotIn)) and isinstance(right, str) and not isinstance(left, str):
+                    raise self.fail(f"`in` a string looks for a string, not for {_kind(left)}.")
                 try:
                     ok = _COMPARE[type(op)](left, right)
                 except TypeError:

@@ -851,7 +851,9 @@ class _Resolver:
         in_forward: bool = True,
     ) -> Step:
         """An op call, checked against the op's signature: its arguments, the values `in` gives, its mode."""
-        op = child.op or ""
+        op = self.attempt(lambda: evaluate(child.op, scope, f"{where} -> op"))
+        if not isinstance(op, str) or not op:
+            raise self.fail(SpecError(f'{where}: `op` must name a tensor function such as "add", got {op!r}.'))
         fn = self.attempt(lambda: self.registry.op(op, where=where)).fn
         op_kwargs = self.kwargs(child, scope)
         if any(v is UNRESOLVED for v in op_kwargs.values()):
@@ -1180,6 +1182,7 @@ def _names_in_node(node: Child) -> Iterator[str]:
         if node.repeat is not None:
             yield from names_in(node.repeat.count)
         return
+    yield from names_in((node.type, node.op))
     yield from names_in(node.kwargs)
     yield from names_in(node.when)
     yield from names_in(tuple(node.params.values()))
