@@ -195,12 +195,21 @@ def test_drop_path_is_torchvisions_stochastic_depth() -> None:
         ('y = { op = "identity", in = "x[a]" }', "an index holds ints, slices such as 1:3 or :, None and ..."),
         ('y = { op = "identity", in = "x[0][1]" }', "an index holds ints"),
         ('y = { op = "identity", in = "z[:, 0]" }', "`in` refers to 'z', which is no input"),
+        (
+            'y = { op = "identity", in = "x[:, 99999999999999999999]" }',
+            "`in` indexes with 99999999999999999999, which is no tensor index: indices fit in 64 bits",
+        ),
     ],
 )
 def test_op_mistakes_are_named_where_written(write_toml: Callable[..., Path], layers: str, message: str) -> None:
     text = problems(write_toml, layers)
     assert message in text, text
     assert ".toml:" in text  # file:line
+
+
+def test_a_slice_past_64_bits_clamps_as_pythons_do(write_toml: Callable[..., Path]) -> None:
+    path = write_toml('[a]\n[a.layers]\ny = { op = "identity", in = "x[:, 1:99999999999999999999]" }\n')
+    assert zoo.build("a", registry=path)(torch.arange(6).view(2, 3)).tolist() == [[1, 2], [4, 5]]
 
 
 def test_an_op_that_makes_too_much_refuses_before_allocating() -> None:

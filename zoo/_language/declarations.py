@@ -751,6 +751,11 @@ class _Parser:
                 f'`{what}` refers to an input or an earlier child by name ("x", "conv1", "qkv[0]", "x[:, 0]"); '
                 f"got {shown(value)}{hint}",
             )
+        huge = [n for n in index if type(n) is int and not -(2**63) <= n < 2**63]  # slices clamp, as Python's do
+        if huge:  # torch's own words for it name no place: "Overflow when unpacking long long"
+            raise self.fail(
+                keys, path, f"`{what}` indexes with {huge[0]}, which is no tensor index: indices fit in 64 bits"
+            )
         return Ref(indexed.group(1), index)
 
     def wiring(self, body: dict[str, Any], keys: tuple[Any, ...], path: str) -> Wiring | None:
