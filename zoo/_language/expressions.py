@@ -426,8 +426,13 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+_PLAIN = frozenset((int, float, bool, str, type(None)))
+
+
 def names_in(value: Any) -> Iterator[str]:
     """Every name read by the expressions inside `value` (nested tuples and mappings too)."""
+    if type(value) in _PLAIN:  # the common case first: Mapping's isinstance is an ABC check
+        return
     if isinstance(value, Expr):
         yield from value.names
     elif isinstance(value, (tuple, list)):

@@ -242,8 +242,13 @@ class _OverBudget(Exception):
         self.where = where
 
 
+_NUMBERS = frozenset((int, float, bool, type(None)))
+
+
 def _tree_size(value: Any) -> int:
     """What a resolved argument value adds to the tree: one per value, a string one per 64 characters."""
+    if type(value) in _NUMBERS:  # the common case first: Mapping's isinstance is an ABC check
+        return 1
     if isinstance(value, str):
         return 1 + len(value) // 64
     if isinstance(value, (tuple, list)):
@@ -455,6 +460,8 @@ class _Resolver:
             return None
 
     def warn_unused(self, entry: Entry, args: _Args) -> None:
+        if not entry.params:
+            return  # nothing to warn of (config.json's declarations): the walk below is a tenth of a resolve
         used = set(names_in(entry.params)) | set(names_in(entry.input_shape)) | set(_names_in_node(entry.node))
         used |= set(names_in(entry.input_high)) | set(names_in([check for check, _ in entry.require]))
         for name in entry.params:
