@@ -94,6 +94,34 @@ def test_a_meta_build_has_meta_buffers_and_a_load_recomputes_the_unsaved_ones(ro
     assert half.inv_freq.dtype == torch.float16 and torch.equal(half.inv_freq, expected_inv_freq().half())
 
 
+def test_a_load_builds_once_and_places_the_buffers_it_computed(write_toml: Callable[..., Path], tmp_path: Path) -> None:
+    # A declared non-persistent buffer gets its value in the load's own (meta) build: no second build
+    # for it (a 32-layer Llama's load took twice as long), and it goes where the model goes.
+    built = []
+
+    class Counted(torch.nn.Linear):
+        def __init__(self, in_features: int, out_features: int) -> None:
+            built.append(self)
+            super().__init__(in_features, out_features)
+
+    class Plugin:
+        @zoo.hookimpl
+        def zoo_blocks(self, register: Callable[..., None]) -> None:
+            register("Counted", Counted)
+
+    path = write_toml(ROTARY.replace('type = "Linear"', 'type = "Counted"'))
+    with zoo.isolated_registry(Plugin()):
+        model = zoo.build("rotary", registry=path)
+        zoo.save(model, tmp_path / "rotary")
+        built.clear()
+        loaded = zoo.load(tmp_path / "rotary", dtype=torch.float64)
+        assert len(built) == 1
+        assert loaded.inv_freq.dtype == torch.float64 and torch.equal(loaded.inv_freq, expected_inv_freq().double())
+        assert loaded.exponents.dtype == torch.float64  # a floating buffer follows dtype=, as the weights do
+        on_meta = zoo.load(tmp_path / "rotary", device="meta")
+        assert on_meta.inv_freq.is_meta and on_meta.linear.weight.is_meta
+
+
 def test_a_saved_declaration_rebuilds_its_buffers(rotary: Path) -> None:
     model = zoo.build("rotary", registry=rotary, dim=4)
     info = builder.build_info(model)

@@ -24,6 +24,7 @@ import torch
 from torch import fx, nn
 
 from zoo._build import devices, ties
+from zoo._build.meta import computing_buffers
 from zoo._errors import BuildError, DeviceError, SpecError, ZooError
 from zoo._language import names
 from zoo._language.declarations import Const, Ref, Value
@@ -177,8 +178,14 @@ def _compute(buffer: Buffer, earlier: dict[str, torch.Tensor]) -> torch.Tensor:
                     f"{step.where}: buffer '{step.name}' would hold {probe.numel():,} elements of shape "
                     f"{list(probe.shape)}; a declared buffer holds at most {MAX_BUFFER_ELEMENTS:,}"
                 )
-            if probe.is_meta and torch.empty(0).is_meta:  # built on meta: the probe is the buffer
+            inputs_real = not any(isinstance(r, Ref) and earlier[r.name].is_meta for r in _refs(step))
+            if probe.is_meta and torch.empty(0).is_meta and not (
+                computing_buffers() and not buffer.persistent and inputs_real
+            ):  # built on meta: the probe is the buffer
                 tensor = probe
+            elif probe.is_meta and torch.empty(0).is_meta:  # a load's meta build keeps what no file holds
+                with torch.device("cpu"):
+                    tensor = run(lambda t: t)
             else:
                 tensor = run(lambda t: t)
             if buffer.init is not None:
@@ -188,6 +195,10 @@ def _compute(buffer: Buffer, earlier: dict[str, torch.Tensor]) -> torch.Tensor:
     except Exception as err:  # the op refused its declared arguments
         raise SpecError(f"{step.where}: op '{step.op}' raised {type(err).__name__}: {err}") from err
     return tensor
+
+
+def _refs(step: Step) -> list[Value]:
+    return [*step.args, *step.kwargs.values()]
 
 
 def _part(module: nn.Module, name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -36,8 +37,34 @@ _INITIALISERS = frozenset(
 )
 
 
+# Set while a meta build keeps the values of the buffers a dataflow block declares without a
+# state-dict key (RoPE's inv_freq, a causal mask): computed on the CPU at build, they need no
+# second build to get values after a load (fill_buffers), which for a 32-layer Llama was half of it.
+_computed_buffers: contextvars.ContextVar[bool] = contextvars.ContextVar("zoo_computed_buffers", default=False)
+
+
+def computing_buffers() -> bool:
+    """Whether the meta build under way computes declared non-persistent buffers for real (on the CPU)."""
+    return _computed_buffers.get()
+
+
 class _MetaBuild(DeviceContext):
     """torch.device("meta") that skips drawing initial values into meta tensors."""
+
+    def __init__(self, computed_buffers: bool) -> None:
+        super().__init__("meta")
+        self.computed_buffers = computed_buffers
+        self.tokens: list[contextvars.Token[bool]] = []
+
+    def __enter__(self) -> Any:
+        self.tokens.append(_computed_buffers.set(self.computed_buffers))
+        return super().__enter__()  # type: ignore[no-untyped-call]
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return super().__exit__(*exc)  # type: ignore[no-untyped-call]
+        finally:
+            _computed_buffers.reset(self.tokens.pop())
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         if func in _INITIALISERS:
@@ -47,12 +74,14 @@ class _MetaBuild(DeviceContext):
         return super().__torch_function__(func, types, args, kwargs)  # type: ignore[no-untyped-call]
 
 
-def meta_build() -> DeviceContext:
+def meta_build(*, computed_buffers: bool = False) -> DeviceContext:
     """Build on the meta device for tensors that will be replaced: shapes only, no initial values drawn.
 
     zoo.load builds this way: the model is the same as under torch.device("meta"), in less time.
+    With `computed_buffers`, the non-persistent buffers a dataflow block declares get their values
+    on the CPU (no file holds them; place_computed_buffers moves them where the model goes).
     """
-    return _MetaBuild("meta")
+    return _MetaBuild(computed_buffers)
 
 
 @contextmanager
@@ -112,6 +141,32 @@ def fill_buffers(
             with torch.no_grad():
                 current.copy_(value)
     return missing
+
+
+def place_computed_buffers(
+    model: nn.Module,
+    keys: Sequence[str],
+    *,
+    device: torch.device | Callable[[str], torch.device] | None = None,
+    dtype: torch.dtype | None = None,
+) -> list[str]:
+    """Move the buffers `keys` that have values (computed at build) to `device` (or `device(key)`) and `dtype`.
+
+    Returns the keys left on meta: fill_buffers computes those by a second build.
+    """
+    left = []
+    for key in keys:
+        prefix, _, name = key.rpartition(".")
+        owner = names.submodule(model, prefix)
+        value = owner._buffers[name]
+        if value is None or value.is_meta:
+            left.append(key)
+            continue
+        where = device(key) if callable(device) else device
+        owner._buffers[name] = value.to(
+            device=where, dtype=dtype if dtype is not None and value.is_floating_point() else None
+        )
+    return left
 
 
 def buffers_no_file_holds(model: nn.Module) -> list[str]:

@@ -30,7 +30,7 @@ from zoo._build import builder, devices, lazy, ties
 from zoo._build.builder import RegistryArg
 from zoo._build.known_shapes import materialize_from_shapes
 from zoo._build.materialize import materialize
-from zoo._build.meta import buffers_no_file_holds, fill_buffers, meta_build
+from zoo._build.meta import buffers_no_file_holds, fill_buffers, meta_build, place_computed_buffers
 from zoo._errors import ArgumentError, DeviceError, NotMaterializedError, WeightsError, listing
 from zoo._files import fsio
 from zoo._language.registry import Registry
@@ -286,7 +286,7 @@ def _read_fast(
     def build() -> nn.Module:
         return rebuild(config, reg, folder)
 
-    with meta_build():
+    with meta_build(computed_buffers=where.mesh is None):  # on a mesh, to_empty would drop their values
         model = build()
     declared = f"the model its {CONFIG_FILE} declares"
     if where.mesh is not None:
@@ -311,7 +311,7 @@ def _read_fast(
     plan = where.plan(model)  # shapes are known now; nothing is allocated yet
     device = plan.device_for if plan is not None else target
     fit.apply_stored(model, stored, report, device=device, dtype=where.dtype, private=not mmap)
-    _fill_computed_buffers(model, build, folder, device, where.dtype)
+    _fill_computed_buffers(model, build, folder, device, where.dtype, computed_at_build=True)
     if plan is not None:
         placement.dispatch(model, plan)  # every tensor is in place: this only installs the input hooks
     model.__dict__[LOAD_REPORT] = fit.with_conversions(report, model, stored)
@@ -353,9 +353,18 @@ def _fill_computed_buffers(
     folder: Path,
     device: torch.device | Any | None,
     dtype: torch.dtype | None,
+    *,
+    computed_at_build: bool = False,
 ) -> None:
-    """Give values to the buffers no file holds (non-persistent ones, computed by constructors); check none is left."""
-    missing = fill_buffers(model, build, buffers_no_file_holds(model), device=device, dtype=dtype)
+    """Give values to the buffers no file holds (non-persistent ones, computed by constructors); check none is left.
+
+    With `computed_at_build`, those the build gave values (meta_build(computed_buffers=True)) are
+    moved into place, and only the rest take a second build.
+    """
+    keys = buffers_no_file_holds(model)
+    if computed_at_build:
+        keys = place_computed_buffers(model, keys, device=device, dtype=dtype)
+    missing = fill_buffers(model, build, keys, device=device, dtype=dtype)
 
     def meant_for_meta(key: str) -> bool:  # a device map may place blocks on meta on purpose
         where = device(key) if callable(device) else device
