@@ -212,3 +212,46 @@ def test_public_api_is_sorted_and_complete() -> None:
     assert zoo.__all__ == sorted(zoo.__all__)
     for name in zoo.__all__:
         assert hasattr(zoo, name), name
+
+
+NESTED = """\
+[inner]
+[inner.layers]
+act = { op = "relu" }
+[middle]
+[middle.layers]
+inner = { type = "inner" }
+twice = { op = "add", in = ["inner", "inner"] }
+[outer]
+[outer.layers]
+first = { type = "middle" }
+second = { type = "middle", in = "first" }
+"""
+
+
+def test_each_dataflow_block_is_compiled_once_and_a_later_recompile_reaches_its_children(
+    write_toml: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torch import fx
+
+    compiled = []
+    recompile = fx.GraphModule.recompile
+
+    def counted(self: fx.GraphModule) -> object:
+        compiled.append(self)
+        return recompile(self)
+
+    monkeypatch.setattr(fx.GraphModule, "recompile", counted)
+    model = zoo.build("outer", registry=write_toml(NESTED))
+    graphs = [m for m in model.modules() if isinstance(m, fx.GraphModule)]
+    assert len(graphs) == 5 and len([m for m in compiled if any(m is g for g in graphs)]) == 5  # fx alone: 11
+    x = torch.tensor([-1.0, 2.0])
+    assert model(x).tolist() == [0.0, 8.0]
+    # As fx's own: a pass that edits a child's graph in place and recompiles the root reaches the child.
+    inner = model.first.inner
+    for node in inner.graph.nodes:
+        if node.op == "call_function":
+            node.target = torch.neg
+    compiled.clear()
+    model.recompile()
+    assert inner in compiled and model(x).tolist() == [4.0, 0.0]
