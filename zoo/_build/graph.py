@@ -195,16 +195,14 @@ def _compute(buffer: Buffer, earlier: dict[str, torch.Tensor]) -> torch.Tensor:
                     f"{step.where}: buffer '{step.name}' would hold {probe.numel():,} elements of shape "
                     f"{list(probe.shape)}; a declared buffer holds at most {MAX_BUFFER_ELEMENTS:,}"
                 )
-            inputs_real = not any(isinstance(r, Ref) and earlier[r.name].is_meta for r in _refs(step))
-            if probe.is_meta and torch.empty(0).is_meta and not (
-                computing_buffers() and not buffer.persistent and inputs_real
-            ):  # built on meta: the probe is the buffer
-                tensor = probe
-            elif probe.is_meta and torch.empty(0).is_meta:  # a load's meta build keeps what no file holds
-                with torch.device("cpu"):
-                    tensor = run(lambda t: t)
-            else:
+            tensor: torch.Tensor
+            if not (probe.is_meta and torch.empty(0).is_meta):
                 tensor = run(lambda t: t)
+            elif computing_buffers() and not buffer.persistent and not _takes_meta(step, earlier):
+                with torch.device("cpu"):  # a load's meta build keeps what no file holds
+                    tensor = run(lambda t: t)
+            else:  # built on meta: the probe is the buffer
+                tensor = probe
             if buffer.init is not None:
                 buffer.init.fn(tensor, **buffer.init.kwargs)
     except ZooError:
@@ -214,8 +212,9 @@ def _compute(buffer: Buffer, earlier: dict[str, torch.Tensor]) -> torch.Tensor:
     return tensor
 
 
-def _refs(step: Step) -> list[Value]:
-    return [*step.args, *step.kwargs.values()]
+def _takes_meta(step: Step, earlier: dict[str, torch.Tensor]) -> bool:
+    """Whether a buffer's op takes an earlier buffer that is on meta (so its own value must be too)."""
+    return any(isinstance(r, Ref) and earlier[r.name].is_meta for r in (*step.args, *step.kwargs.values()))
 
 
 def _part(module: nn.Module, name: str) -> Any:

@@ -125,8 +125,7 @@ def fill_buffers(
         computed = dict(rebuild().named_buffers(remove_duplicate=False))
     missing = []
     for key in keys:
-        prefix, _, name = key.rpartition(".")
-        owner = names.submodule(model, prefix)  # a child may be named like an attribute (`forward`)
+        owner, name = _owner(model, key)
         value, current = computed.get(key), owner._buffers[name]
         if value is None or current is None or isinstance(value, UninitializedBuffer) or value.shape != current.shape:
             if not hasattr(owner, "reset_parameters"):
@@ -135,7 +134,7 @@ def fill_buffers(
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
         if current.is_meta:
-            where = device(key) if callable(device) else device
+            where = device_for(device, key)
             owner._buffers[name] = value.to(where) if where is not None else value
         else:
             with torch.no_grad():
@@ -156,17 +155,28 @@ def place_computed_buffers(
     """
     left = []
     for key in keys:
-        prefix, _, name = key.rpartition(".")
-        owner = names.submodule(model, prefix)
+        owner, name = _owner(model, key)
         value = owner._buffers[name]
         if value is None or value.is_meta:
             left.append(key)
             continue
-        where = device(key) if callable(device) else device
         owner._buffers[name] = value.to(
-            device=where, dtype=dtype if dtype is not None and value.is_floating_point() else None
+            device=device_for(device, key), dtype=dtype if dtype is not None and value.is_floating_point() else None
         )
     return left
+
+
+def device_for(
+    device: torch.device | str | Callable[[str], torch.device] | None, key: str
+) -> torch.device | str | None:
+    """Where the tensor `key` goes: `device`, or `device(key)` for a device map's placement."""
+    return device(key) if callable(device) else device
+
+
+def _owner(model: nn.Module, key: str) -> tuple[nn.Module, str]:
+    """The module holding the tensor `key`, and its name there (a child may be named like an attribute)."""
+    prefix, _, name = key.rpartition(".")
+    return names.submodule(model, prefix), name
 
 
 def buffers_no_file_holds(model: nn.Module) -> list[str]:

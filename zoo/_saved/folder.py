@@ -30,7 +30,13 @@ from zoo._build import builder, devices, lazy, ties
 from zoo._build.builder import RegistryArg
 from zoo._build.known_shapes import materialize_from_shapes
 from zoo._build.materialize import materialize
-from zoo._build.meta import buffers_no_file_holds, fill_buffers, meta_build, place_computed_buffers
+from zoo._build.meta import (
+    buffers_no_file_holds,
+    device_for,
+    fill_buffers,
+    meta_build,
+    place_computed_buffers,
+)
 from zoo._errors import ArgumentError, DeviceError, NotMaterializedError, WeightsError, listing
 from zoo._files import fsio
 from zoo._language.registry import Registry
@@ -367,7 +373,7 @@ def _fill_computed_buffers(
     missing = fill_buffers(model, build, keys, device=device, dtype=dtype)
 
     def meant_for_meta(key: str) -> bool:  # a device map may place blocks on meta on purpose
-        where = device(key) if callable(device) else device
+        where = device_for(device, key)
         return where is not None and torch.device(where).type == "meta"
 
     tensors = (*model.named_parameters(), *model.named_buffers())

@@ -14,6 +14,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from zoo._build import lazy
 from zoo._build.known_shapes import materialize_from_shapes
+from zoo._build.meta import device_for
 from zoo._errors import WeightsError, listing, nearest
 from zoo._language.keymap import KeyMap
 from zoo._weights.progress import progress
@@ -275,7 +276,7 @@ def apply_stored(
                 mapped = tensor.untyped_storage().data_ptr()
                 if dtype is not None and tensor.is_floating_point():
                     tensor = tensor.to(dtype)
-                where = device(key) if callable(device) else device  # a tied tensor goes with its first user
+                where = device_for(device, key)  # a tied tensor goes with its first user
                 converted[target] = tensor.to(where) if where is not None else tensor
                 if private and current.is_meta and converted[target].untyped_storage().data_ptr() == mapped:
                     converted[target] = converted[target].clone()
